@@ -1,0 +1,29 @@
+"""Model registry: models are chosen by name in the config (``config.model.name``)."""
+
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+from jsnn.models.base import SpikingModel, with_estimator
+from jsnn.models.small import DigitsConv, DigitsMLP, SpikingConvNet, SpikingMLP
+
+MODELS: Dict[str, Callable[..., SpikingModel]] = {
+    "digits_conv": DigitsConv,
+    "digits_mlp": DigitsMLP,
+}
+
+
+def register(name: str, factory: Callable[..., SpikingModel]) -> None:
+    """Adds a model factory under ``name``."""
+    MODELS[name] = factory
+
+
+def get_model(name: str, **kwargs) -> SpikingModel:
+    """Builds the registered model ``name``; unknown names list the known ones."""
+    if name not in MODELS:
+        raise ValueError(f"model.name: unknown model {name!r}; allowed: {', '.join(sorted(MODELS))}")
+    return MODELS[name](**kwargs)
+
+
+__all__ = ["MODELS", "SpikingModel", "SpikingConvNet", "SpikingMLP", "DigitsConv", "DigitsMLP",
+           "get_model", "register", "with_estimator"]

@@ -1,0 +1,150 @@
+"""Heaviside spikes with surrogate gradients.
+
+A surrogate is *data*: a :class:`Surrogate` holds the shape as an integer index
+(``kind``) and its width as an array leaf, so one compiled function can be
+``jax.vmap``-ed over surrogate shapes *and* widths (the SR attack protocol).
+
+Forward: ``spike(u) = Θ(u)`` with ``Θ(0) = 1``. Backward: ``g(u)`` of the
+surrogate, u = H - V_th (SpikingJelly conventions, Fang et al. 2021).
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from jsnn import surrogate
+    >>> float(jax.grad(lambda u: surrogate.spike(u, surrogate.triangle(1.0)))(0.5))
+    0.5
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SHAPES = ("sigmoid", "atan", "triangle", "rectangle", "fast_sigmoid", "straight_through")
+DEFAULT_WIDTHS = {
+    "sigmoid": 4.0,
+    "atan": 2.0,
+    "triangle": 1.0,
+    "rectangle": 1.0,
+    "fast_sigmoid": 25.0,
+    "straight_through": 1.0,
+}
+
+
+class Surrogate(NamedTuple):
+    """A surrogate-gradient shape as a pytree.
+
+    Attributes:
+      kind: int32 array, index into :data:`SHAPES`.
+      width: float array, the shape parameter (α, γ, w or k).
+    """
+
+    kind: jax.Array
+    width: jax.Array
+
+    @property
+    def name(self) -> str:
+        """Shape name (needs a concrete ``kind``)."""
+        return SHAPES[int(self.kind)]
+
+    def __repr__(self) -> str:  # readable in logs and configs
+        try:
+            return f"{self.name}({float(self.width):g})"
+        except Exception:  # traced
+            return "Surrogate(<traced>)"
+
+
+def _make(name: str, width: float) -> Surrogate:
+    if not isinstance(width, jax.core.Tracer):
+        w = float(width)
+        if not (math.isfinite(w) and w > 0):
+            raise ValueError(f"surrogate {name}: width must be a finite number > 0, got {width!r}")
+    return Surrogate(jnp.asarray(SHAPES.index(name), jnp.int32), jnp.asarray(width))
+
+
+def sigmoid(alpha: float = 4.0) -> Surrogate:
+    """g(u) = α·σ(αu)·(1 − σ(αu))."""
+    return _make("sigmoid", alpha)
+
+
+def atan(alpha: float = 2.0) -> Surrogate:
+    """g(u) = (α/2) / (1 + (παu/2)²)."""
+    return _make("atan", alpha)
+
+
+def triangle(gamma: float = 1.0) -> Surrogate:
+    """g(u) = max(0, 1 − |u|/γ) / γ (the robustness papers' default)."""
+    return _make("triangle", gamma)
+
+
+def rectangle(width: float = 1.0) -> Surrogate:
+    """g(u) = 1[|u| < w/2] / w."""
+    return _make("rectangle", width)
+
+
+def fast_sigmoid(slope: float = 25.0) -> Surrogate:
+    """SuperSpike (Zenke & Ganguli 2018): g(u) = 1 / (1 + k|u|)²."""
+    return _make("fast_sigmoid", slope)
+
+
+def straight_through() -> Surrogate:
+    """g(u) = 1 (straight-through estimator)."""
+    return _make("straight_through", 1.0)
+
+
+def by_name(name: str, width: float | None = None) -> Surrogate:
+    """Surrogate from its name, e.g. ``by_name("atan", 2.0)``; ``width=None`` uses the default."""
+    if name not in SHAPES:
+        raise ValueError(f"surrogate: unknown name {name!r}; allowed: {', '.join(SHAPES)}")
+    return _make(name, DEFAULT_WIDTHS[name] if width is None else width)
+
+
+def stack(surrogates) -> Surrogate:
+    """Stacks surrogates along a new leading axis, for ``jax.vmap``."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *surrogates)
+
+
+def derivative(u: jax.Array, surrogate: Surrogate) -> jax.Array:
+    """The surrogate derivative g(u), numerically stable for any finite u."""
+    w = jnp.asarray(surrogate.width, u.dtype)
+    abs_u = jnp.abs(u)
+    branches = [
+        lambda: w * jax.nn.sigmoid(w * u) * jax.nn.sigmoid(-w * u),
+        lambda: (w / 2) / (1 + jnp.square(jnp.pi * w * u / 2)),
+        lambda: jnp.maximum(0.0, 1 - abs_u / w) / w,
+        lambda: jnp.where(abs_u < w / 2, 1 / w, jnp.zeros_like(u)),
+        lambda: 1 / jnp.square(1 + w * abs_u),
+        lambda: jnp.ones_like(u),
+    ]
+    kind = surrogate.kind
+    if not isinstance(kind, jax.core.Tracer):  # concrete: trace only the one shape
+        return branches[int(kind)]().astype(u.dtype)
+    return jnp.select([kind == i for i in range(len(SHAPES))], [b() for b in branches]).astype(u.dtype)
+
+
+def _float0_like(x):
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        return jnp.zeros_like(x)
+    return np.zeros(x.shape, dtype=jax.dtypes.float0)
+
+
+@jax.custom_vjp
+def spike(u: jax.Array, surrogate: Surrogate) -> jax.Array:
+    """Heaviside spike Θ(u) with Θ(0) = 1; gradient from ``surrogate``."""
+    return (u >= 0).astype(u.dtype)
+
+
+def _spike_fwd(u, surrogate):
+    return spike(u, surrogate), (u, surrogate)
+
+
+def _spike_bwd(res, g):
+    u, surrogate = res
+    return g * derivative(u, surrogate), jax.tree.map(_float0_like, surrogate)
+
+
+spike.defvjp(_spike_fwd, _spike_bwd)
