@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict
 
-from jsnn.models.base import SpikingModel, with_estimator
+from jsnn.models.base import SpikingModel, logits_fn, with_estimator
 from jsnn.models.small import DigitsConv, DigitsMLP, SpikingConvNet, SpikingMLP
 
 MODELS: Dict[str, Callable[..., SpikingModel]] = {
@@ -26,4 +26,4 @@ def get_model(name: str, **kwargs) -> SpikingModel:
 
 
 __all__ = ["MODELS", "SpikingModel", "SpikingConvNet", "SpikingMLP", "DigitsConv", "DigitsMLP",
-           "get_model", "register", "with_estimator"]
+           "get_model", "logits_fn", "register", "with_estimator"]

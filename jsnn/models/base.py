@@ -48,3 +48,18 @@ def with_estimator(model: SpikingModel, *, surrogate=None, gradient: str | None 
     if gradient is not None:
         cfg = cfg._replace(gradient=gradient)
     return model.clone(neuron=cfg)
+
+
+def logits_fn(model: SpikingModel, variables, *, surrogate=None, gradient: str | None = None):
+    """Evaluation-mode forward ``logits_fn(x, key) -> logits`` for attacks and certification.
+
+    BatchNorm uses running statistics; ``key`` feeds the stochastic encoder and
+    stochastic layers (rng ``"noise"``) and is ignored by deterministic models.
+    ``surrogate`` / ``gradient`` pick the backward estimator independently of training.
+    """
+    m = with_estimator(model, surrogate=surrogate, gradient=gradient)
+
+    def fn(x, key):
+        return m.apply(variables, x, train=False, rngs={"noise": key})
+
+    return fn
