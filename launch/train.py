@@ -1,0 +1,32 @@
+"""Trains a jsnn model.
+
+  python -m launch.train --config=launch/configs/default.py --workdir=/tmp/jsnn/default [--config.seed=3 ...]
+
+Rerunning the same command resumes from the latest checkpoint in --workdir.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from launch import common
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config file (launch/configs/*.py).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and results.json.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from jsnn import train
+
+    with common.clean_errors():
+        results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        logging.info("results: clean_accuracy=%.4f steps=%d seed=%d", results["clean_accuracy"], results["steps"],
+                     results["seed"])
+        print(f"clean_accuracy {results['clean_accuracy']:.4f}  ({FLAGS.workdir}/results.json)")
+
+
+if __name__ == "__main__":
+    app.run(main)
