@@ -1,0 +1,238 @@
+"""Auto-PGD (APGD) and targeted APGD-T of Croce & Hein (2020), "Reliable evaluation of
+adversarial robustness with an ensemble of diverse parameter-free attacks", ICML.
+
+Schedule (the reference code fra0099/auto-attack, ``APGDAttack.attack_single_run``):
+
+* start ``x⁰`` (random in the ball, or ``x``); step ``η = 2ε`` per example;
+* ``z = P(xᵏ + η·s(∇ℓ(xᵏ)))`` with ``s = sign`` (L∞) or ``g/‖g‖₂`` (L2);
+  ``xᵏ⁺¹ = P(xᵏ + α(z − xᵏ) + (1 − α)(xᵏ − xᵏ⁻¹))``, α = 1 at the first step, 0.75 after;
+* checkpoints (1-indexed iteration counts) ``w₁ = ⌊0.22N⌋`` and
+  ``w_{j+1} = w_j + max(w_j − w_{j−1} − ⌊0.03N⌋, ⌊0.06N⌋)`` (each at least 1), i.e.
+  22, 41, 57, 70, 80, 87, 93, 99 for N = 100 (paper: p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06));
+* at a checkpoint ``w_j``, per example, halve ``η`` and restart from the best point (with its
+  gradient) if (1) the loss rose, ``ℓ(xⁱ⁺¹) > ℓ(xⁱ)``, in at most ρ·(w_j − w_{j−1}) of the steps
+  since the last checkpoint (ρ = 0.75; ``≤`` as in the reference code), or (2) η was not halved
+  at the previous checkpoint and the best loss did not improve since then (condition (2) is
+  off at the first checkpoint, as in the reference).
+
+One deliberate difference: the first window's first comparison is ``ℓ(x¹) > ℓ(x⁰)`` as in the
+paper; the reference code compares ``ℓ(x¹)`` with 0 there (a negative-index artefact).
+
+The returned point follows :mod:`jsnn.attacks.common`: misclassified if any iterate was,
+otherwise the highest-loss iterate; best over restarts (vmapped) and targets.
+
+APGD-T: for each of the ``num_targets`` classes ranked 2nd, 3rd, ... by the clean logits, run
+APGD on the targeted DLR loss ``−(z_y − z_t)/(z_π1 − (z_π3 + z_π4)/2)``; the targets run
+under ``vmap`` (chunk with ``target_chunk``). Success is misclassification (``argmax ≠ y``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jsnn.attacks import common, losses as losses_lib
+from jsnn.attacks.common import Best, _bcast
+from jsnn.attacks.eot import check_eot, expectation, oracle
+
+
+def checkpoints(steps: int) -> tuple:
+    """APGD checkpoints as 1-indexed iteration counts (reference-code integer conventions).
+
+    >>> checkpoints(100)
+    (22, 41, 57, 70, 80, 87, 93, 99)
+    """
+    common.check_positive_int(steps, "steps")
+    first = max(int(0.22 * steps), 1)
+    minimum = max(int(0.06 * steps), 1)
+    decrease = max(int(0.03 * steps), 1)
+    out, k, w = [], first, first
+    while w <= steps:
+        out.append(w)
+        k = max(k - decrease, minimum)
+        w += k
+    return tuple(out)
+
+
+def _schedule(steps: int):
+    """Per-iteration (0-based) arrays: is-checkpoint flag and the window length ending there."""
+    is_ckpt = np.zeros(steps, bool)
+    window = np.ones(steps, np.float32)
+    prev = 0
+    for w in checkpoints(steps):
+        is_ckpt[w - 1] = True
+        window[w - 1] = w - prev
+        prev = w
+    return jnp.asarray(is_ckpt), jnp.asarray(window)
+
+
+def _run(orc, x, key, eps, *, norm: str, steps: int, random_start: bool, rho: float) -> Best:
+    """One APGD run (one restart) → per-example :class:`Best`."""
+    k_init, k_noise = jax.random.split(key)
+    x0 = common.random_init(k_init, x, eps, norm) if random_start else x
+    loss0, g0, fooled0 = orc.value_and_grad(x0, common.fold(k_noise, 0))
+    is_ckpt, window = _schedule(steps)
+    eps_arr = jnp.broadcast_to(jnp.asarray(eps, x.dtype), x.shape[:1])
+    state = dict(
+        x=x0, x_old=x0, grad=g0, step=2.0 * eps_arr,
+        x_best=x0, g_best=g0, loss_best=loss0,
+        ret=common.init_best(x0, loss0, fooled0),
+        loss_prev=loss0, count=jnp.zeros(x.shape[:1], jnp.int32),
+        best_last=loss0, reduced_last=jnp.ones(x.shape[:1], bool),
+    )
+
+    def body(i, s):
+        a = jnp.where(i == 0, 1.0, 0.75).astype(x.dtype)
+        momentum = s["x"] - s["x_old"]
+        z = common.project(s["x"] + _bcast(s["step"], x) * common.normalize(s["grad"], norm), x, eps, norm)
+        x_new = common.project(s["x"] + a * (z - s["x"]) + (1 - a) * momentum, x, eps, norm)
+        loss, g, fooled = orc.value_and_grad(x_new, common.fold(k_noise, i + 1))
+        ret = common.update_best(s["ret"], x_new, loss, fooled)
+        count = s["count"] + (loss > s["loss_prev"]).astype(jnp.int32)
+        improved = loss > s["loss_best"]
+        imp_b = _bcast(improved, x).astype(bool)
+        x_best = jnp.where(imp_b, x_new, s["x_best"])
+        g_best = jnp.where(imp_b, g, s["g_best"])
+        loss_best = jnp.where(improved, loss, s["loss_best"])
+        # checkpoint
+        c = is_ckpt[i]
+        oscillating = count.astype(jnp.float32) <= rho * window[i]
+        no_improvement = ~s["reduced_last"] & (s["best_last"] >= loss_best)
+        reduce = oscillating | no_improvement
+        halve = c & reduce
+        halve_b = _bcast(halve, x).astype(bool)
+        return dict(
+            x=jnp.where(halve_b, x_best, x_new), x_old=s["x"],
+            grad=jnp.where(halve_b, g_best, g),
+            step=jnp.where(halve, s["step"] / 2, s["step"]),
+            x_best=x_best, g_best=g_best, loss_best=loss_best, ret=ret,
+            loss_prev=loss, count=jnp.where(c, 0, count),
+            best_last=jnp.where(c, loss_best, s["best_last"]),
+            reduced_last=jnp.where(c, reduce, s["reduced_last"]),
+        )
+
+    state = jax.lax.fori_loop(0, steps, body, state)
+    return state["ret"]
+
+
+def _restarts(run, key, restarts: int, chunk: Optional[int]) -> Best:
+    if restarts == 1:
+        return run(key)
+    return common.select_best(common.map_chunked(run, jax.random.split(key, restarts), chunk))
+
+
+@functools.partial(jax.jit, static_argnames=("norm", "steps", "restarts", "loss", "eot", "random_start",
+                                             "rho", "chunk", "restart_chunk"))
+def _apgd(logits_fn, x, y, key, eps, target, *, norm, steps, restarts, loss, eot, random_start, rho,
+          chunk, restart_chunk):
+    orc = oracle(logits_fn, loss, y, target, eot=eot, chunk=chunk)
+    run = lambda k: _run(orc, x, k, eps, norm=norm, steps=steps, random_start=random_start, rho=rho)
+    return _restarts(run, key, restarts, restart_chunk)
+
+
+def _check(x, y, eps, norm, steps, restarts, eot, rho):
+    x, y = common.check_inputs(x, y)
+    common.check_norm(norm)
+    common.check_eps(eps)
+    common.check_positive_int(steps, "steps")
+    common.check_positive_int(restarts, "restarts")
+    check_eot(eot)
+    if not (0.0 < float(rho) <= 1.0):
+        raise ValueError(f"apgd rho: must be in (0, 1], got {rho!r}")
+    return x, y
+
+
+def apgd(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 100, restarts: int = 1,
+         loss="ce", target=None, eot: int = 1, random_start: bool = True, rho: float = 0.75,
+         chunk: Optional[int] = None, restart_chunk: Optional[int] = None, full_output: bool = False):
+    """APGD (Croce & Hein 2020) with CE, DLR (or any :mod:`~jsnn.attacks.losses` loss).
+
+    Args:
+      logits_fn: ``logits_fn(x, key) -> logits [B, K]`` (a function or a ``jax.tree_util.Partial``).
+      x: clean images ``[B, ...]`` in [0, 1].
+      y: labels ``[B]``.
+      key: PRNG key (random starts; model noise via ``fold_in`` over steps).
+      eps: radius (pixel units), scalar or ``[B]``.
+      norm: ``"linf"`` or ``"l2"``.
+      steps: N, iterations (gradient evaluations: N + 1).
+      restarts: independent random restarts, run under ``vmap``.
+      loss: ``"ce"``, ``"dlr"``, ``"cw"``, a targeted loss with ``target``, or a callable.
+      target: target classes ``[B]`` for a targeted loss.
+      eot: EOT draws per gradient.
+      random_start: start at a random point of the ball (else at ``x``).
+      rho: ρ of checkpoint condition (1).
+      chunk: EOT chunk size; restart_chunk: restart chunk size (``lax.map``).
+      full_output: return the :class:`~jsnn.attacks.common.Best` (x, loss, fooled) instead of x.
+
+    Returns:
+      ``x_adv`` like ``x`` (or a ``Best``).
+    """
+    x, y = _check(x, y, eps, norm, steps, restarts, eot, rho)
+    _check_target(loss, target, y)
+    best = _apgd(common.as_partial(logits_fn), x, y, key, eps, target, norm=norm, steps=steps,
+                 restarts=restarts, loss=loss, eot=eot, random_start=random_start, rho=float(rho),
+                 chunk=chunk, restart_chunk=restart_chunk)
+    return best if full_output else best.x
+
+
+def _check_target(loss, target, y):
+    losses_lib.get(loss)
+    if losses_lib.is_targeted(loss) and target is None:
+        raise ValueError(f"attack target: loss {loss!r} is targeted and needs target classes [B]")
+    if target is not None:
+        if isinstance(loss, str) and not losses_lib.is_targeted(loss):
+            raise ValueError(f"attack target: loss {loss!r} is untargeted; use one of "
+                             f"{', '.join(losses_lib.TARGETED)} with a target")
+        if jnp.shape(target) != y.shape:
+            raise ValueError(f"attack target: expected shape {y.shape}, got {jnp.shape(target)}")
+
+
+def target_classes(logits, num_targets: int):
+    """Targets of APGD-T: classes ranked 2nd … (num_targets+1)-th by ``logits`` → ``[num_targets, B]``."""
+    order = jnp.argsort(logits, axis=-1)  # ascending
+    return jnp.stack([order[:, -(i + 2)] for i in range(num_targets)])
+
+
+@functools.partial(jax.jit, static_argnames=("norm", "steps", "num_targets", "restarts", "loss", "eot",
+                                             "random_start", "rho", "chunk", "target_chunk"))
+def _apgd_t(logits_fn, x, y, key, eps, *, norm, steps, num_targets, restarts, loss, eot, random_start,
+            rho, chunk, target_chunk):
+    k_clean, k_attack = jax.random.split(key)
+    clean = expectation(lambda xx, k: jax.lax.stop_gradient(logits_fn(xx, k)), x, k_clean,
+                        samples=eot, chunk=chunk)
+    if num_targets > clean.shape[-1] - 1:
+        raise ValueError(f"apgd_targeted num_targets: {num_targets} exceeds the number of other classes "
+                         f"({clean.shape[-1] - 1})")
+    targets = target_classes(clean, num_targets)
+
+    def per_target(args):
+        t, k = args
+        orc = oracle(logits_fn, loss, y, t, eot=eot, chunk=chunk)
+        run = lambda kk: _run(orc, x, kk, eps, norm=norm, steps=steps, random_start=random_start, rho=rho)
+        return _restarts(run, k, restarts, None)
+
+    keys = jax.random.split(k_attack, num_targets)
+    return common.select_best(common.map_chunked(per_target, (targets, keys), target_chunk))
+
+
+def apgd_targeted(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 100, num_targets: int = 9,
+                  restarts: int = 1, loss="dlr_targeted", eot: int = 1, random_start: bool = True,
+                  rho: float = 0.75, chunk: Optional[int] = None, target_chunk: Optional[int] = None,
+                  full_output: bool = False):
+    """APGD-T: APGD with the targeted DLR loss against each of the top ``num_targets`` other classes.
+
+    Arguments as in :func:`apgd`; ``num_targets`` (9 in AutoAttack) targets run under ``vmap``,
+    in chunks of ``target_chunk`` if given. Targets come from the (EOT-averaged) clean logits.
+    """
+    x, y = _check(x, y, eps, norm, steps, restarts, eot, rho)
+    common.check_positive_int(num_targets, "num_targets")
+    if not losses_lib.is_targeted(loss) and not callable(loss):
+        raise ValueError(f"apgd_targeted loss: {loss!r}; allowed: {', '.join(losses_lib.TARGETED)} or a callable")
+    best = _apgd_t(common.as_partial(logits_fn), x, y, key, eps, norm=norm, steps=steps,
+                   num_targets=num_targets, restarts=restarts, loss=loss, eot=eot,
+                   random_start=random_start, rho=float(rho), chunk=chunk, target_chunk=target_chunk)
+    return best if full_output else best.x

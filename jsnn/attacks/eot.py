@@ -1,0 +1,113 @@
+"""Expectation over Transformation (EOT; Athalye et al. 2018) for stochastic models.
+
+For Poisson / RSC coding and stochastic features the loss is a random function of the
+input. With ``eot=K`` an attack replaces the loss gradient by its average over K
+independent keys (vmapped, optionally chunked):
+
+    ĝ(x) = (1/K) Σ_k ∇ₓ ℓ(f(x; ξ_k), y),   ξ_k = split(key, K)[k]
+
+and judges loss / success on the averaged loss and the averaged logits. With K = 1 the
+key is used as is. Deterministic models ignore the key, so any K gives the plain gradient.
+
+:func:`oracle` packs this into the two functions every attack needs:
+``value_and_grad(x, key) -> (loss [B], grad, fooled [B])`` and
+``value(x, key) -> (loss [B], fooled [B])``; ``fooled`` is ``argmax(mean logits) ≠ y``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import jax
+
+from jsnn.attacks import losses as losses_lib
+from jsnn.attacks.common import map_chunked, misclassified
+
+
+def _keys(key, samples: int):
+    return jax.random.split(key, samples)
+
+
+def value_and_grad(fn: Callable, x, key, *, samples: int = 1, chunk: Optional[int] = None):
+    """EOT estimate of a per-example function and its input gradient.
+
+    Args:
+      fn: ``fn(x, key) -> (values [B], aux)``; the gradient is of ``values.sum()``
+        (examples are independent, so this is the per-example gradient).
+      x: input ``[B, ...]``.
+      key: PRNG key; draw k uses ``split(key, samples)[k]`` (``key`` itself if samples = 1).
+      samples: K, the number of draws.
+      chunk: run the draws in vmapped chunks of this size (``lax.map``) to bound memory.
+
+    Returns:
+      ``(mean values [B], mean gradient like x, mean aux)``.
+    """
+
+    def one(k):
+        def total(xx):
+            v, aux = fn(xx, k)
+            return v.sum(), (v, aux)
+
+        g, (v, aux) = jax.grad(total, has_aux=True)(x)
+        return v, g, aux
+
+    if samples == 1:
+        return one(key)
+    v, g, aux = map_chunked(one, _keys(key, samples), chunk)
+    mean = lambda a: a.mean(0)
+    return mean(v), mean(g), jax.tree.map(mean, aux)
+
+
+def expectation(fn: Callable, x, key, *, samples: int = 1, chunk: Optional[int] = None):
+    """EOT average of ``fn(x, key)`` (any pytree of arrays) over ``samples`` draws, forward only."""
+    if samples == 1:
+        return fn(x, key)
+    out = map_chunked(lambda k: fn(x, k), _keys(key, samples), chunk)
+    return jax.tree.map(lambda a: a.mean(0), out)
+
+
+class Oracle(NamedTuple):
+    """What an attack queries: EOT loss + gradient, and EOT loss alone."""
+
+    value_and_grad: Callable
+    value: Callable
+
+
+def oracle(logits_fn: Callable, loss, y, target=None, *, eot: int = 1,
+           chunk: Optional[int] = None) -> Oracle:
+    """Builds the EOT loss oracle of an attack (called inside the attack's trace).
+
+    Args:
+      logits_fn: ``logits_fn(x, key) -> logits [B, K]``.
+      loss: a name of :data:`jsnn.attacks.losses.LOSSES` or ``loss(logits, y, target) -> [B]``.
+      y: labels ``[B]``.
+      target: target classes ``[B]`` for targeted losses.
+      eot: K, draws per query.
+      chunk: EOT chunk size.
+    """
+    loss_fn = losses_lib.get(loss)
+
+    def per_draw(x, k):
+        logits = logits_fn(x, k)
+        return loss_fn(logits, y, target).astype(x.dtype), logits
+
+    def vg(x, key):
+        v, g, logits = value_and_grad(per_draw, x, key, samples=eot, chunk=chunk)
+        return v, g.astype(x.dtype), misclassified(logits, y)
+
+    def val(x, key):
+        v, logits = expectation(lambda xx, k: jax.lax.stop_gradient(per_draw(xx, k)), x, key,
+                                samples=eot, chunk=chunk)
+        return v, misclassified(logits, y)
+
+    return Oracle(vg, val)
+
+
+def check_eot(eot) -> int:
+    """Validates the EOT sample count (an integer ≥ 1)."""
+    if not isinstance(eot, int) or isinstance(eot, bool) or eot < 1:
+        raise ValueError(f"attack eot: must be an integer >= 1 (draws per gradient), got {eot!r}")
+    return eot
+
+
+__all__ = ["Oracle", "check_eot", "expectation", "oracle", "value_and_grad"]

@@ -1,0 +1,116 @@
+"""Per-example attack losses (to be *maximized*): CE, CW margin, DLR and their targeted forms.
+
+Every loss maps logits ``[B, K]`` and labels ``y`` ``[B]`` to values ``[B]``; targeted
+losses also take the target classes ``t`` ``[B]``. :func:`get` returns a uniform
+``loss(logits, y, target) -> [B]`` from a name, for the attacks' ``loss=`` argument.
+
+* ``ce``: ``−log softmax(z)_y``.
+* ``cw``: Carlini–Wagner margin ``max_{i≠y} z_i − z_y`` (Carlini & Wagner 2017).
+* ``dlr``: Difference of Logits Ratio (Croce & Hein 2020),
+  ``−(z_y − max_{i≠y} z_i) / (z_π1 − z_π3 + 1e-12)``, π the logits sorted descending.
+* ``ce_targeted``: ``log softmax(z)_t`` (i.e. minus the CE of the target).
+* ``cw_targeted``: ``z_t − max_{i≠t} z_i``.
+* ``dlr_targeted``: ``−(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2 + 1e-12)`` (APGD-T).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+_TINY = 1e-12
+
+
+def _check_logits(logits, minimum: int, name: str):
+    if logits.ndim != 2 or logits.shape[-1] < minimum:
+        raise ValueError(f"losses.{name}: needs logits [B, K] with K >= {minimum}, got shape {logits.shape}")
+
+
+def _label_logit(logits, y):
+    return jnp.take_along_axis(logits, y[:, None].astype(jnp.int32), axis=-1)[:, 0]
+
+
+def _max_other(logits, y):
+    mask = jax.nn.one_hot(y, logits.shape[-1], dtype=bool)
+    return jnp.max(jnp.where(mask, -jnp.inf, logits), axis=-1)
+
+
+def ce(logits, y):
+    """Cross-entropy ``−log softmax(z)_y`` per example."""
+    return -_label_logit(jax.nn.log_softmax(logits, axis=-1), y)
+
+
+def cw_margin(logits, y):
+    """Carlini–Wagner margin ``max_{i≠y} z_i − z_y`` (> 0 iff misclassified)."""
+    _check_logits(logits, 2, "cw_margin")
+    return _max_other(logits, y) - _label_logit(logits, y)
+
+
+def dlr(logits, y):
+    """DLR loss of Croce & Hein (2020): ``−(z_y − max_{i≠y} z_i) / (z_π1 − z_π3 + 1e-12)``.
+
+    Shift- and scale-invariant in the logits; needs K ≥ 3 classes.
+    """
+    _check_logits(logits, 3, "dlr")
+    z_sorted = jnp.sort(logits, axis=-1)
+    denom = z_sorted[:, -1] - z_sorted[:, -3] + _TINY
+    return -(_label_logit(logits, y) - _max_other(logits, y)) / denom
+
+
+def ce_targeted(logits, y, target):
+    """Targeted CE: ``log softmax(z)_t`` (maximized when the target gets all the mass)."""
+    del y
+    return _label_logit(jax.nn.log_softmax(logits, axis=-1), target)
+
+
+def cw_targeted(logits, y, target):
+    """Targeted CW margin ``z_t − max_{i≠t} z_i``."""
+    del y
+    _check_logits(logits, 2, "cw_targeted")
+    return _label_logit(logits, target) - _max_other(logits, target)
+
+
+def dlr_targeted(logits, y, target):
+    """Targeted DLR of APGD-T: ``−(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2 + 1e-12)``; K ≥ 4."""
+    _check_logits(logits, 4, "dlr_targeted")
+    z_sorted = jnp.sort(logits, axis=-1)
+    denom = z_sorted[:, -1] - 0.5 * (z_sorted[:, -3] + z_sorted[:, -4]) + _TINY
+    return -(_label_logit(logits, y) - _label_logit(logits, target)) / denom
+
+
+UNTARGETED = {"ce": ce, "cw": cw_margin, "dlr": dlr}
+
+
+def _untargeted(fn):
+    def loss(logits, y, target=None):
+        del target
+        return fn(logits, y)
+
+    loss.__name__ = fn.__name__
+    return loss
+
+
+_UNIFORM = {name: _untargeted(fn) for name, fn in UNTARGETED.items()}
+TARGETED = {"ce_targeted": ce_targeted, "cw_targeted": cw_targeted, "dlr_targeted": dlr_targeted}
+LOSSES = tuple(UNTARGETED) + tuple(TARGETED)
+
+
+def is_targeted(loss) -> bool:
+    """Whether ``loss`` (a name) needs target classes."""
+    return isinstance(loss, str) and loss in TARGETED
+
+
+def get(loss) -> Callable:
+    """A uniform ``loss(logits, y, target) -> [B]`` from a name in :data:`LOSSES` or a callable.
+
+    A callable is used as is with the signature ``loss(logits, y, target)``.
+    """
+    if callable(loss):
+        return loss
+    if loss in UNTARGETED:
+        return _UNIFORM[loss]
+    if loss in TARGETED:
+        return TARGETED[loss]
+    raise ValueError(f"attack loss: unknown loss {loss!r}; allowed: {', '.join(LOSSES)} or a callable")
