@@ -34,7 +34,7 @@ from absl import logging
 
 from jsnn import data as data_lib
 from jsnn import defenses as defenses_lib
-from jsnn import encoding, models
+from jsnn import encoding, models, parallel
 from jsnn import surrogate as surrogate_lib
 from jsnn.layers import EncoderConfig, NeuronConfig, check_neuron_config
 
@@ -69,7 +69,10 @@ def neuron_config(model_cfg) -> NeuronConfig:
     name = _get(model_cfg, "surrogate", None)
     surrogate = None
     if name:
-        surrogate = surrogate_lib.by_name(name, _get(model_cfg, "surrogate_width", None))
+        try:
+            surrogate = surrogate_lib.by_name(name, _get(model_cfg, "surrogate_width", None))
+        except ValueError as e:
+            raise ValueError(f"model.surrogate / model.surrogate_width: {e}") from None
     cfg = NeuronConfig(
         kind=kind,
         tau=float(_get(model_cfg, "tau", 2.0)),
@@ -103,9 +106,13 @@ def encoder_config(model_cfg) -> EncoderConfig:
                          clip=bool(_get(enc, "clip", False)), poisson_gradient=pg)
 
 
+def dataset_info(config) -> data_lib.DatasetInfo:
+    return data_lib.info(config.data.name, _get(config.data, "image_size", None))
+
+
 def build_model(config) -> models.SpikingModel:
     """The model of ``config.model`` for the dataset of ``config.data``."""
-    info = data_lib.info(config.data.name)
+    info = dataset_info(config)
     T = _get(config.model, "T", 4)
     if not isinstance(T, int) or isinstance(T, bool) or T < 1:
         raise ValueError(f"model.T: time steps must be an integer >= 1, got {T!r}")
@@ -116,15 +123,6 @@ def build_model(config) -> models.SpikingModel:
         input_channels=info.image_shape[-1], **extra)
 
 
-def steps_per_epoch(config) -> int:
-    info = data_lib.info(config.data.name)
-    n = info.train_size
-    limit = _get(config.data, "train_limit", None)
-    if limit:
-        n = min(n, int(limit))
-    return max(1, math.ceil(n / int(config.data.batch_size)))
-
-
 def total_steps(config) -> int:
     """``config.train.num_steps`` if set, else ``num_epochs × steps_per_epoch``."""
     n = _get(config.train, "num_steps", None)
@@ -132,7 +130,7 @@ def total_steps(config) -> int:
         epochs = _get(config.train, "num_epochs", None)
         if epochs is None or not epochs > 0:
             raise ValueError(f"train.num_epochs: must be > 0 when train.num_steps is unset, got {epochs!r}")
-        n = int(math.ceil(float(epochs) * steps_per_epoch(config)))
+        n = int(math.ceil(float(epochs) * max(1, data_lib.steps_per_epoch(config.data))))
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"train.num_steps: must be an integer >= 1, got {n!r}")
     return n
@@ -195,8 +193,8 @@ def cross_entropy_loss_fn(model: nn.Module):
     return loss_fn
 
 
-def make_train_step(loss_fn, optimizer: optax.GradientTransformation):
-    """A jitted ``(state, batch, key) -> (state, metrics)``."""
+def make_train_step(loss_fn, optimizer: optax.GradientTransformation, mesh=None):
+    """A jitted ``(state, batch, key) -> (state, metrics)``; state and metrics replicated over ``mesh``."""
 
     def train_step(state: TrainState, batch, key):
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -207,28 +205,37 @@ def make_train_step(loss_fn, optimizer: optax.GradientTransformation):
         return state.replace(step=state.step + 1, params=params, model_state=model_state,
                              opt_state=opt_state), metrics
 
-    return jax.jit(train_step, donate_argnums=(0,))
+    out = None if mesh is None else parallel.replicated(mesh)
+    return jax.jit(train_step, donate_argnums=(0,), out_shardings=out)
 
 
 def make_eval_step(model: nn.Module):
-    """A jitted ``(variables, images, labels, key) -> (correct, loss_sum)`` in eval mode."""
+    """A jitted ``(variables, images, labels, mask, key) -> (correct, loss_sum)`` in eval mode."""
 
-    def eval_step(variables, images, labels, key):
+    def eval_step(variables, images, labels, mask, key):
         logits = model.apply(variables, images, train=False, rngs={"noise": key})
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
-        return jnp.sum(jnp.argmax(logits, -1) == labels), loss
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        return jnp.sum((jnp.argmax(logits, -1) == labels) & mask), jnp.sum(jnp.where(mask, loss, 0.0))
 
     return jax.jit(eval_step)
 
 
-def evaluate_clean(model, variables, config, key, *, split: str = "test", draws: int = 1) -> Dict[str, float]:
-    """Clean accuracy and loss on ``split``; stochastic models average over ``draws`` noise draws."""
+def evaluate_clean(model, variables, config, key, *, split: str = "test", draws: int = 1,
+                   mesh=None) -> Dict[str, float]:
+    """Clean accuracy and loss on ``split``, sharded over devices.
+
+    Stochastic models average over ``draws`` independent noise draws.
+    """
+    mesh = parallel.data_mesh() if mesh is None else mesh
+    variables = parallel.replicate(variables, mesh)
     eval_step = make_eval_step(model)
     correct = loss = n = 0.0
-    limit = _get(config.data, "test_limit", None)
-    for i, batch in enumerate(data_lib.eval_batches(config.data, split=split, limit=limit)):
+    for i, batch in enumerate(data_lib.eval_batches(config.data, split=split)):
+        padded, mask = parallel.pad_batch(batch, mesh.devices.size)
+        padded = parallel.shard_batch(dict(padded, mask=mask), mesh)
         for d in range(draws):
-            c, l = eval_step(variables, batch["image"], batch["label"], jax.random.fold_in(key, i * draws + d))
+            c, l = eval_step(variables, padded["image"], padded["label"], padded["mask"],
+                             jax.random.fold_in(key, i * draws + d))
             correct += float(c)
             loss += float(l)
         n += len(batch["label"]) * draws
@@ -341,7 +348,7 @@ def validate_config(config) -> None:
 
 
 def init_state(config, model, optimizer, key) -> TrainState:
-    info = data_lib.info(config.data.name)
+    info = dataset_info(config)
     dummy = jnp.zeros((1,) + tuple(info.image_shape), jnp.float32)
     params_key, noise_key = jax.random.split(key)
     variables = jax.jit(lambda: model.init({"params": params_key, "noise": noise_key, "dropout": noise_key},
@@ -371,7 +378,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     setup = defenses_lib.from_config(config, model)
     optimizer = make_optimizer(config.optim, num_steps, setup.param_transform)
     loss_fn = setup.loss_transform(cross_entropy_loss_fn(model))
-    train_step = make_train_step(loss_fn, optimizer)
+    mesh = parallel.data_mesh()
+    parallel.check_divisible(config.data.batch_size, mesh)
+    train_step = make_train_step(loss_fn, optimizer, mesh)
 
     root = jax.random.key(config.seed)
     init_key, train_key, eval_key = jax.random.split(root, 3)
@@ -388,8 +397,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         _truncate_metrics(metrics_path, start)
     elif os.path.exists(metrics_path):
         os.remove(metrics_path)
+    state = parallel.replicate(state, mesh)
 
-    info = data_lib.info(config.data.name)
+    info = dataset_info(config)
     log_every = max(1, int(_get(config.train, "log_every", 50)))
     batches = data_lib.train_batches(config.data, config.seed, start_step=start)
     t0 = time.time()
@@ -399,7 +409,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         for step in range(start, num_steps):
             batch = next(batches)
             data_lib.check_batch(batch["image"], batch["label"], info.num_classes, info.image_shape)
-            state, metrics = train_step(state, batch, jax.random.fold_in(train_key, step))
+            state, metrics = train_step(state, parallel.shard_batch(batch, mesh), jax.random.fold_in(train_key, step))
             window.append(metrics)
             done = step + 1
             if done % log_every == 0 or done == num_steps:
@@ -422,7 +432,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
 
     variables = {"params": state.params, **state.model_state}
     draws = int(_get(config.train, "eval_draws", 1)) if model.encoder.stochastic else 1
-    ev = evaluate_clean(model, variables, config, eval_key, draws=draws)
+    ev = evaluate_clean(model, variables, config, eval_key, draws=draws, mesh=mesh)
     results = {
         "clean_accuracy": ev["accuracy"], "test_loss": ev["loss"], "test_examples": ev["examples"],
         "eval_draws": draws, "seed": config.seed, "steps": num_steps, "config": config_dict,
