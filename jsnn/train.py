@@ -201,7 +201,7 @@ def make_train_step(loss_fn, optimizer: optax.GradientTransformation, mesh=None)
         (loss, (model_state, metrics)), grads = grad_fn(state.params, state.model_state, batch, key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
+        metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
         return state.replace(step=state.step + 1, params=params, model_state=model_state,
                              opt_state=opt_state), metrics
 
@@ -344,6 +344,13 @@ def validate_config(config) -> None:
     neuron_config(config.model)
     encoder_config(config.model)
     total_steps(config)
+    log_every, ckpt_every = _get(config.train, "log_every", 50), _get(config.train, "checkpoint_every", 100)
+    if not (isinstance(log_every, int) and log_every >= 1 and isinstance(ckpt_every, int) and ckpt_every >= 1):
+        raise ValueError(f"train.log_every / train.checkpoint_every: must be integers >= 1, got {log_every!r} / "
+                         f"{ckpt_every!r}")
+    if ckpt_every % log_every:
+        raise ValueError(f"train.checkpoint_every: {ckpt_every} must be a multiple of train.log_every={log_every} "
+                         "(a resumed run then logs the same metric windows as an uninterrupted one)")
     make_optimizer(config.optim, 1)
 
 
