@@ -1,0 +1,118 @@
+"""Training steps per second of the default digits SNN: jsnn vs the same model in SpikingJelly.
+
+  python bench/train_step.py [--peer_python=/work/peer_venv/bin/python] [--steps=50] [--batch=64]
+
+The model is launch/configs/default.py's DigitsConv (conv32-BN-LIF, conv64-BN-LIF, avgpool2,
+fc128-BN-LIF, fc10; T=4, direct coding, LIF τ=2 decay_input, hard reset 0, sigmoid(4) surrogate,
+time-averaged logits, BatchNorm over merged T·B) trained with SGD momentum 0.9 + coupled L2.
+jsnn: one jitted step (compile time reported apart). Peer: SpikingJelly 2.0 multi-step LIFNode
+(torch backend) + torch.optim.SGD, run in its own virtualenv in a subprocess. Both: warm-up, then
+the median of ``--repeats`` timings of ``--steps`` steps on the same random batch, 2 threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+
+PEER_CODE = textwrap.dedent(r"""
+    import json, statistics, sys, time
+    import torch, torch.nn as nn
+    from spikingjelly.activation_based import neuron, surrogate, functional, layer
+    torch.set_num_threads(2)
+    T, B, steps, repeats = (int(a) for a in sys.argv[1:5])
+    def lif():
+        return neuron.LIFNode(tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
+                              surrogate_function=surrogate.Sigmoid(alpha=4.0), step_mode='m')
+    net = nn.Sequential(
+        layer.Conv2d(1, 32, 3, padding=1, bias=False), layer.BatchNorm2d(32), lif(),
+        layer.Conv2d(32, 64, 3, padding=1, bias=False), layer.BatchNorm2d(64), lif(),
+        layer.AvgPool2d(2, 2), layer.Flatten(),
+        layer.Linear(64 * 4 * 4, 128, bias=False), layer.BatchNorm1d(128), lif(),
+        layer.Linear(128, 10))
+    functional.set_step_mode(net, 'm')
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    x = torch.rand(B, 1, 8, 8); y = torch.randint(0, 10, (B,))
+    def step():
+        functional.reset_net(net)
+        out = net(x.unsqueeze(0).repeat(T, 1, 1, 1, 1)).mean(0)
+        loss = nn.functional.cross_entropy(out, y)
+        opt.zero_grad(); loss.backward(); opt.step()
+    for _ in range(5): step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps): step()
+        times.append((time.perf_counter() - t0) / steps)
+    print(json.dumps({"sec_per_step": statistics.median(times), "torch": torch.__version__}))
+""")
+
+
+def bench_jsnn(T: int, batch: int, steps: int, repeats: int):
+    import jax
+    import numpy as np
+
+    from jsnn import train
+    from launch.configs import default
+
+    config = default.get_config()
+    config.model.T = T
+    config.data.batch_size = batch
+    config.train.num_steps = 1000
+    model = train.build_model(config)
+    optimizer = train.make_optimizer(config.optim, 1000)
+    state = train.init_state(config, model, optimizer, jax.random.key(0))
+    step = train.make_train_step(train.cross_entropy_loss_fn(model), optimizer)
+    rng = np.random.default_rng(0)
+    batch_ = {"image": rng.random((batch, 8, 8, 1), np.float32),
+              "label": rng.integers(0, 10, batch).astype(np.int32)}
+    t0 = time.perf_counter()
+    state, m = step(state, batch_, jax.random.key(1))
+    jax.block_until_ready(m)
+    compile_s = time.perf_counter() - t0
+    for i in range(5):
+        state, m = step(state, batch_, jax.random.key(i))
+    jax.block_until_ready(m)
+    times = []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        for i in range(steps):
+            state, m = step(state, batch_, jax.random.key(i))
+        jax.block_until_ready(state.params)
+        times.append((time.perf_counter() - t0) / steps)
+    return statistics.median(times), compile_s
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--peer_python", default=None, help="python of a venv with torch + spikingjelly")
+    p.add_argument("--T", type=int, default=4)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))
+    sec, compile_s = bench_jsnn(args.T, args.batch, args.steps, args.repeats)
+    import jax
+
+    print(f"jsnn  ({jax.devices()[0].platform}): {1 / sec:8.1f} steps/s  ({args.batch / sec:8.0f} img/s), "
+          f"compile {compile_s:.2f}s  [T={args.T}, B={args.batch}]")
+    if args.peer_python:
+        out = subprocess.run([args.peer_python, "-c", PEER_CODE, str(args.T), str(args.batch), str(args.steps),
+                              str(args.repeats)], capture_output=True, text=True, check=True)
+        peer = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"SpikingJelly (torch {peer['torch']}, CPU, 2 threads): {1 / peer['sec_per_step']:8.1f} steps/s")
+        print(f"ratio jsnn / SpikingJelly: {peer['sec_per_step'] / sec:.2f}x")
+    else:
+        print("peer not run (pass --peer_python=/path/to/venv/bin/python with torch + spikingjelly)")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    main()
