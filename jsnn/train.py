@@ -378,7 +378,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     os.makedirs(workdir, exist_ok=True)
     config_dict = config_to_dict(config)
     _check_resumable(workdir, config_dict)
-    write_json_atomic(os.path.join(workdir, "config.json"), config_dict)
+    lead = jax.process_index() == 0  # on multi-host runs only process 0 writes files (Orbax coordinates itself)
+    if lead:
+        write_json_atomic(os.path.join(workdir, "config.json"), config_dict)
 
     model = build_model(config)
     num_steps = total_steps(config)
@@ -401,8 +403,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         state = mngr.restore(latest, args=ocp.args.StandardRestore(state))
         start = int(state.step)
         logging.info("Resumed from checkpoint at step %d in %s", start, workdir)
-        _truncate_metrics(metrics_path, start)
-    elif os.path.exists(metrics_path):
+        if lead:
+            _truncate_metrics(metrics_path, start)
+    elif lead and os.path.exists(metrics_path):
         os.remove(metrics_path)
     state = parallel.replicate(state, mesh)
 
@@ -412,7 +415,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     t0 = time.time()
     t_last, step_last = t0, start
     window = []
-    with open(metrics_path, "a") as mf:
+    with open(metrics_path if lead else os.devnull, "a") as mf:
         for step in range(start, num_steps):
             batch = next(batches)
             data_lib.check_batch(batch["image"], batch["label"], info.num_classes, info.image_shape)
@@ -445,7 +448,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         "eval_draws": draws, "seed": config.seed, "steps": num_steps, "config": config_dict,
         "train_seconds_this_run": time.time() - t0, "environment": environment(),
     }
-    write_json_atomic(os.path.join(workdir, "results.json"), results)
+    if lead:
+        write_json_atomic(os.path.join(workdir, "results.json"), results)
     logging.info("clean accuracy %.4f on %d test examples (seed %d, %d steps)", ev["accuracy"], ev["examples"],
                  config.seed, num_steps)
     return results
