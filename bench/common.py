@@ -1,0 +1,86 @@
+"""Timing helpers for the benchmarks (Spyx benchmark style).
+
+Compile time is reported apart (``jit(f).lower(...).compile()``), then ``warmup`` calls, then the
+median of ``repeats`` timed calls, each ended by ``jax.block_until_ready``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import time
+from typing import Callable, NamedTuple, Optional, Sequence
+
+
+class Timing(NamedTuple):
+    """Seconds per call: median and min of ``n`` calls; ``compile_s`` is None for eager code."""
+
+    median_s: float
+    min_s: float
+    n: int
+    compile_s: Optional[float] = None
+
+
+def _repeat(call: Callable[[], object], repeats: int, warmup: int) -> tuple[float, float]:
+    import jax
+
+    for _ in range(warmup):
+        jax.block_until_ready(call())
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(call())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), min(times)
+
+
+def time_jit(fn: Callable, *args, repeats: int = 20, warmup: int = 2) -> Timing:
+    """Times ``jax.jit(fn)(*args)``: ahead-of-time compile (reported apart), warm-up, median of N."""
+    import jax
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    med, mn = _repeat(lambda: compiled(*args), repeats, warmup)
+    return Timing(med, mn, repeats, compile_s)
+
+
+def time_eager(fn: Callable, *args, repeats: int = 5, warmup: int = 1) -> Timing:
+    """Times an un-jitted call (e.g. a Python loop over ``jnp`` ops); results are blocked on."""
+    med, mn = _repeat(lambda: fn(*args), repeats, warmup)
+    return Timing(med, mn, repeats)
+
+
+def memory_of(fn: Callable, *args) -> dict:
+    """XLA's static memory analysis of the compiled ``jax.jit(fn)`` (bytes)."""
+    import jax
+
+    m = jax.jit(fn).lower(*args).compile().memory_analysis()
+    keys = ("temp_size_in_bytes", "argument_size_in_bytes", "output_size_in_bytes",
+            "alias_size_in_bytes", "generated_code_size_in_bytes")
+    return {k: int(getattr(m, k)) for k in keys if hasattr(m, k)}
+
+
+def run_peer(peer_python: str, code: str, args: Sequence[str], timeout: float = 1800) -> list[dict]:
+    """Runs ``code`` with the peer's interpreter (its own virtualenv); returns its JSON stdout lines."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    out = subprocess.run([peer_python, "-c", code, *map(str, args)], capture_output=True, text=True,
+                         timeout=timeout, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"peer benchmark failed ({peer_python}):\n{out.stderr[-4000:]}")
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def fmt_ms(seconds: Optional[float]) -> str:
+    return "-" if seconds is None else f"{1e3 * seconds:9.2f}"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Plain fixed-width table."""
+    cells = [list(map(str, header))] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
