@@ -34,6 +34,7 @@ import ast
 import copy
 import csv
 import importlib.util
+import io
 import itertools
 import json
 import math
@@ -114,13 +115,15 @@ def _field_type(config, path: str):
 def parse_value(config, path: str, text) -> Any:
     """``text`` (a string, or an already-typed value) as a value of config field ``path``'s type."""
     t = _field_type(config, path)
-    if not isinstance(text, str):
+    if not isinstance(text, str):  # an already-typed value (a get_sweep() mapping)
         value = text
-        ok = (t in (type(None), object) or isinstance(value, t) or (t is float and isinstance(value, int)
-              and not isinstance(value, bool)) or value is None)
-        if not ok or (t is int and isinstance(value, bool)):
-            raise ValueError(f"grid: {path}={value!r} is a {type(value).__name__}; the field holds a {t.__name__}")
-        return float(value) if t is float and value is not None else value
+        if value is None or not isinstance(t, type) or t in (object, type(None)):
+            return value
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, t) and not (t is int and isinstance(value, bool)):
+            return value
+        raise ValueError(f"grid: {path}={value!r} is a {type(value).__name__}; the field holds a {t.__name__}")
     text = text.strip()
     try:
         if t in _PARSERS:
@@ -290,6 +293,30 @@ def _flat(d, prefix="") -> Dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def _write_atomic(path: str, write: Callable[[str], None], suffix: str = "") -> None:
+    """Calls ``write(tmp)`` on a unique temporary file beside ``path``, then renames it over ``path``."""
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _write_text(path: str, text: str) -> None:
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+
+    _write_atomic(path, write)
 
 
 def _read_json(path: str):
@@ -554,18 +581,16 @@ def write_summary(workdir: str, grid: Grid, seeds: Sequence[int], *, plots: bool
                         len(missing) + len(results), ", ".join(missing[:3]))
     paths = [p for p, _ in grid]
     header = paths + ["n", "seeds"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
-    tmp = os.path.join(workdir, f".{SUMMARY_CSV}.tmp")
-    os.makedirs(workdir, exist_ok=True)
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        for row in rows:
-            cells = [_format_value(v) for _, v in row.point] + [len(row.seeds), " ".join(map(str, row.seeds))]
-            for m in metrics:
-                mean, std, _ = row.stats.get(m, (math.nan, math.nan, 0))
-                cells += [repr(mean), "" if not math.isfinite(std) else repr(std)]
-            w.writerow(cells)
-    os.replace(tmp, os.path.join(workdir, SUMMARY_CSV))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for row in rows:
+        cells = [_format_value(v) for _, v in row.point] + [len(row.seeds), " ".join(map(str, row.seeds))]
+        for m in metrics:
+            mean, std, _ = row.stats.get(m, (math.nan, math.nan, 0))
+            cells += [repr(mean), "" if not math.isfinite(std) else repr(std)]
+        w.writerow(cells)
+    _write_text(os.path.join(workdir, SUMMARY_CSV), buf.getvalue())
 
     lines = ["# Sweep summary", "",
              f"Mean ± sample standard deviation (ddof=1) over seeds {', '.join(map(str, seeds))}; "
@@ -580,10 +605,7 @@ def write_summary(workdir: str, grid: Grid, seeds: Sequence[int], *, plots: bool
         lines.append("| " + " | ".join(cells) + " |")
     if missing:
         lines += ["", f"Unfinished runs ({len(missing)}): " + ", ".join(f"`{m}`" for m in missing)]
-    tmp = os.path.join(workdir, f".{SUMMARY_MD}.tmp")
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, os.path.join(workdir, SUMMARY_MD))
+    _write_text(os.path.join(workdir, SUMMARY_MD), "\n".join(lines) + "\n")
     if plots and rows:
         plot_summary(os.path.join(workdir, PLOTS), grid, rows, metrics)
     return rows
@@ -644,7 +666,7 @@ def plot_summary(directory: str, grid: Grid, rows: Sequence[Row], metrics: Seque
         ax.set_title(f"{m}: mean ± std over seeds", fontsize=9)
         ax.grid(alpha=0.3)
         path = os.path.join(directory, f"{_safe_file(m)}.png")
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        _write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"), ".png")
         plt.close(fig)
         files.append(path)
     return files
