@@ -24,6 +24,7 @@ def workdir(tmp_path_factory):
     config = default.get_config()
     config.train.num_steps = 2
     config.train.checkpoint_every = 2
+    config.train.log_every = 1
     config.data.test_limit = 16
     path = str(tmp_path_factory.mktemp("run"))
     train.train_and_evaluate(config, path)
