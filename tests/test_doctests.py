@@ -1,0 +1,43 @@
+"""Runs the docstring examples (``>>>``) of every module of the ``jsnn`` package.
+
+One test per module, so a broken example names its module; modules known to carry
+examples must keep at least one (an example deleted by accident fails here).
+"""
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import jsnn
+
+MODULES = sorted(m.name for m in pkgutil.walk_packages(jsnn.__path__, prefix="jsnn."))
+# Modules whose docstrings hold runnable examples today; the list only grows.
+WITH_EXAMPLES = ("jsnn.attacks.apgd", "jsnn.certify", "jsnn.encoding", "jsnn.neuron", "jsnn.parallel",
+                 "jsnn.surrogate")
+FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+
+
+def test_walks_the_package():
+    assert "jsnn.neuron" in MODULES and "jsnn.models.base" in MODULES
+    missing = [m for m in WITH_EXAMPLES if m not in MODULES]
+    assert not missing, f"modules listed in WITH_EXAMPLES no longer exist: {missing}"
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    runner = doctest.DocTestRunner(optionflags=FLAGS)
+    # Only the module's own objects (not names it re-exports from elsewhere, tested there).
+    tests = [t for t in finder.find(module, name) if t.examples]
+    failures = []
+    for test in tests:
+        out = []
+        result = runner.run(test, out=out.append, clear_globs=True)
+        if result.failed:
+            failures.append("".join(out))
+    assert not failures, f"{name}: failing docstring examples:\n" + "\n".join(failures)
+    if name in WITH_EXAMPLES:
+        assert sum(len(t.examples) for t in tests) > 0, f"{name}: its docstring examples are gone"
