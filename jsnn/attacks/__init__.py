@@ -2,12 +2,26 @@
 
 Every attack is ``attack(logits_fn, x, y, key, *, eps, ...) -> x_adv`` where
 ``logits_fn(x, key) -> logits`` closes over the model and its parameters (the key feeds
-stochastic encoders and layers). Images are in [0, 1]; ``x_adv`` stays in the ε-ball and
-in [0, 1]. Shared helpers (projection, best tracking) live in :mod:`jsnn.attacks.common`,
-losses in :mod:`jsnn.attacks.losses`, EOT in :mod:`jsnn.attacks.eot`.
+stochastic encoders and layers; deterministic models ignore it). Images are in [0, 1];
+``x_adv`` stays in the ε-ball and in [0, 1] and has the dtype and shape of ``x``.
+
+Modules: :mod:`~jsnn.attacks.common` (projection, random starts, best tracking),
+:mod:`~jsnn.attacks.losses` (CE, CW, DLR, targeted), :mod:`~jsnn.attacks.eot` (EOT oracle,
+final judgement over draws), :mod:`~jsnn.attacks.gradients` (surrogate/BPTR estimators and
+the worst case over an ensemble), and the attacks below.
 """
 
-from jsnn.attacks import common, eot, losses
+from jsnn.attacks import common, eot, gradients, losses
 from jsnn.attacks.apgd import apgd, apgd_targeted, checkpoints as apgd_checkpoints, target_classes
+from jsnn.attacks.eot import correct_draws, robust_accuracy
+from jsnn.attacks.fgsm import fgsm, rfgsm
+from jsnn.attacks.gradients import EnsembleResult, Estimator, ensemble_attack, sr_ensemble
+from jsnn.attacks.pgd import pgd
+from jsnn.attacks.transfer import TransferResult, transfer
 
-__all__ = ["common", "eot", "losses", "apgd", "apgd_targeted", "apgd_checkpoints", "target_classes"]
+__all__ = [
+    "common", "eot", "gradients", "losses",
+    "apgd", "apgd_targeted", "apgd_checkpoints", "target_classes",
+    "correct_draws", "robust_accuracy", "fgsm", "rfgsm", "pgd", "transfer", "TransferResult",
+    "EnsembleResult", "Estimator", "ensemble_attack", "sr_ensemble",
+]

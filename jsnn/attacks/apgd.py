@@ -35,8 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jsnn.attacks import common, losses as losses_lib
-from jsnn.attacks.common import Best, _bcast
+from jsnn.attacks import common
+from jsnn.attacks import losses as losses_lib
+from jsnn.attacks.common import Best, expand
 from jsnn.attacks.eot import check_eot, expectation, oracle
 
 
@@ -70,8 +71,9 @@ def _schedule(steps: int):
     return jnp.asarray(is_ckpt), jnp.asarray(window)
 
 
-def _run(orc, x, key, eps, *, norm: str, steps: int, random_start: bool, rho: float) -> Best:
-    """One APGD run (one restart) → per-example :class:`Best`."""
+def _run(orc, x, key, eps, *, norm: str, steps: int, random_start: bool, rho: float,
+         return_state: bool = False) -> Best:
+    """One APGD run (one restart) → per-example :class:`Best` (or the final state dict, for tests)."""
     k_init, k_noise = jax.random.split(key)
     x0 = common.random_init(k_init, x, eps, norm) if random_start else x
     loss0, g0, fooled0 = orc.value_and_grad(x0, common.fold(k_noise, 0))
@@ -88,13 +90,13 @@ def _run(orc, x, key, eps, *, norm: str, steps: int, random_start: bool, rho: fl
     def body(i, s):
         a = jnp.where(i == 0, 1.0, 0.75).astype(x.dtype)
         momentum = s["x"] - s["x_old"]
-        z = common.project(s["x"] + _bcast(s["step"], x) * common.normalize(s["grad"], norm), x, eps, norm)
+        z = common.project(s["x"] + expand(s["step"], x) * common.normalize(s["grad"], norm), x, eps, norm)
         x_new = common.project(s["x"] + a * (z - s["x"]) + (1 - a) * momentum, x, eps, norm)
         loss, g, fooled = orc.value_and_grad(x_new, common.fold(k_noise, i + 1))
         ret = common.update_best(s["ret"], x_new, loss, fooled)
         count = s["count"] + (loss > s["loss_prev"]).astype(jnp.int32)
         improved = loss > s["loss_best"]
-        imp_b = _bcast(improved, x).astype(bool)
+        imp_b = expand(improved, x).astype(bool)
         x_best = jnp.where(imp_b, x_new, s["x_best"])
         g_best = jnp.where(imp_b, g, s["g_best"])
         loss_best = jnp.where(improved, loss, s["loss_best"])
@@ -104,7 +106,7 @@ def _run(orc, x, key, eps, *, norm: str, steps: int, random_start: bool, rho: fl
         no_improvement = ~s["reduced_last"] & (s["best_last"] >= loss_best)
         reduce = oscillating | no_improvement
         halve = c & reduce
-        halve_b = _bcast(halve, x).astype(bool)
+        halve_b = expand(halve, x).astype(bool)
         return dict(
             x=jnp.where(halve_b, x_best, x_new), x_old=s["x"],
             grad=jnp.where(halve_b, g_best, g),
@@ -116,13 +118,7 @@ def _run(orc, x, key, eps, *, norm: str, steps: int, random_start: bool, rho: fl
         )
 
     state = jax.lax.fori_loop(0, steps, body, state)
-    return state["ret"]
-
-
-def _restarts(run, key, restarts: int, chunk: Optional[int]) -> Best:
-    if restarts == 1:
-        return run(key)
-    return common.select_best(common.map_chunked(run, jax.random.split(key, restarts), chunk))
+    return state if return_state else state["ret"]
 
 
 @functools.partial(jax.jit, static_argnames=("norm", "steps", "restarts", "loss", "eot", "random_start",
@@ -131,7 +127,7 @@ def _apgd(logits_fn, x, y, key, eps, target, *, norm, steps, restarts, loss, eot
           chunk, restart_chunk):
     orc = oracle(logits_fn, loss, y, target, eot=eot, chunk=chunk)
     run = lambda k: _run(orc, x, k, eps, norm=norm, steps=steps, random_start=random_start, rho=rho)
-    return _restarts(run, key, restarts, restart_chunk)
+    return common.run_restarts(run, key, restarts, restart_chunk)
 
 
 def _check(x, y, eps, norm, steps, restarts, eot, rho):
@@ -172,23 +168,11 @@ def apgd(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 100, res
       ``x_adv`` like ``x`` (or a ``Best``).
     """
     x, y = _check(x, y, eps, norm, steps, restarts, eot, rho)
-    _check_target(loss, target, y)
+    common.check_target(loss, target, y)
     best = _apgd(common.as_partial(logits_fn), x, y, key, eps, target, norm=norm, steps=steps,
                  restarts=restarts, loss=loss, eot=eot, random_start=random_start, rho=float(rho),
                  chunk=chunk, restart_chunk=restart_chunk)
     return best if full_output else best.x
-
-
-def _check_target(loss, target, y):
-    losses_lib.get(loss)
-    if losses_lib.is_targeted(loss) and target is None:
-        raise ValueError(f"attack target: loss {loss!r} is targeted and needs target classes [B]")
-    if target is not None:
-        if isinstance(loss, str) and not losses_lib.is_targeted(loss):
-            raise ValueError(f"attack target: loss {loss!r} is untargeted; use one of "
-                             f"{', '.join(losses_lib.TARGETED)} with a target")
-        if jnp.shape(target) != y.shape:
-            raise ValueError(f"attack target: expected shape {y.shape}, got {jnp.shape(target)}")
 
 
 def target_classes(logits, num_targets: int):
@@ -213,7 +197,7 @@ def _apgd_t(logits_fn, x, y, key, eps, *, norm, steps, num_targets, restarts, lo
         t, k = args
         orc = oracle(logits_fn, loss, y, t, eot=eot, chunk=chunk)
         run = lambda kk: _run(orc, x, kk, eps, norm=norm, steps=steps, random_start=random_start, rho=rho)
-        return _restarts(run, k, restarts, None)
+        return common.run_restarts(run, k, restarts, None)
 
     keys = jax.random.split(k_attack, num_targets)
     return common.select_best(common.map_chunked(per_target, (targets, keys), target_chunk))

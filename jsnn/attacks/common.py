@@ -13,7 +13,8 @@ AutoAttack) builds on these helpers; import them from here:
   best-so-far tracking. Order: a misclassified point beats a correctly classified one;
   among points of the same status the higher loss wins. The returned point is thus the
   misclassified point if one was found, otherwise the highest-loss point.
-* :func:`as_partial`, :func:`map_chunked`, :func:`fold` — jit plumbing.
+* :func:`check_target`, :func:`check_positive_int`, :func:`check_inputs` — more validation.
+* :func:`as_partial`, :func:`map_chunked`, :func:`run_restarts`, :func:`fold` — jit plumbing.
 
 Conventions: images ``[B, ...]`` in [0, 1]; ``eps`` is in pixel units; per-example
 quantities have shape ``[B]``; ``norm`` is ``"linf"`` or ``"l2"``.
@@ -27,6 +28,8 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 from jax.tree_util import Partial
+
+from jsnn.attacks import losses as losses_lib
 
 NORMS = ("linf", "l2")
 _TINY = 1e-12
@@ -42,7 +45,7 @@ def check_norm(norm: str) -> str:
     return norm
 
 
-def _is_concrete_number(v) -> bool:
+def is_concrete_number(v) -> bool:
     return not isinstance(v, jax.core.Tracer) and jnp.ndim(v) == 0
 
 
@@ -50,7 +53,7 @@ def check_eps(eps, name: str = "eps"):
     """Validates ``eps`` (a finite number ≥ 0, or a traced value) and returns it."""
     if eps is None:
         raise ValueError(f"attack {name}: required, got None")
-    if _is_concrete_number(eps):
+    if is_concrete_number(eps):
         e = float(eps)
         if not (math.isfinite(e) and e >= 0):
             raise ValueError(f"attack {name}: must be a finite number >= 0, got {eps!r}")
@@ -76,10 +79,23 @@ def check_inputs(x, y):
     return x, y
 
 
+def check_target(loss, target, y):
+    """Checks that ``target`` is given exactly when ``loss`` is targeted, with the shape of ``y``."""
+    losses_lib.get(loss)
+    if losses_lib.is_targeted(loss) and target is None:
+        raise ValueError(f"attack target: loss {loss!r} is targeted and needs target classes [B]")
+    if target is not None:
+        if isinstance(loss, str) and not losses_lib.is_targeted(loss):
+            raise ValueError(f"attack target: loss {loss!r} is untargeted; use one of "
+                             f"{', '.join(losses_lib.TARGETED)} with a target")
+        if jnp.shape(target) != jnp.shape(y):
+            raise ValueError(f"attack target: expected shape {jnp.shape(y)}, got {jnp.shape(target)}")
+
+
 # ----------------------------------------------------------------------------- geometry
 
 
-def _bcast(v, x):
+def expand(v, x):
     """Per-example ``[B]`` (or scalar) → broadcastable against ``x`` ``[B, ...]``."""
     v = jnp.asarray(v, x.dtype)
     if v.ndim == 0:
@@ -96,7 +112,7 @@ def normalize(g, norm: str):
     """Steepest-ascent direction: ``sign(g)`` (L∞) or ``g / (‖g‖₂ + 1e-12)`` per example (L2)."""
     if norm == "linf":
         return jnp.sign(g)
-    return g / _bcast(flat_norm(g) + _TINY, g)
+    return g / expand(flat_norm(g) + _TINY, g)
 
 
 def project(x_adv, x, eps, norm: str):
@@ -113,12 +129,12 @@ def project(x_adv, x, eps, norm: str):
       eps: radius, a scalar or per-example ``[B]``.
       norm: ``"linf"`` or ``"l2"``.
     """
-    eps_b = _bcast(eps, x)
+    eps_b = expand(eps, x)
     if norm == "linf":
         out = jnp.clip(x_adv, x - eps_b, x + eps_b)
     else:
         delta = x_adv - x
-        n = _bcast(flat_norm(delta), x)
+        n = expand(flat_norm(delta), x)
         out = x + delta * jnp.minimum(1.0, eps_b / jnp.maximum(n, _TINY))
     return jnp.clip(out, 0.0, 1.0).astype(x.dtype)
 
@@ -129,7 +145,7 @@ def random_init(key, x, eps, norm: str):
     L∞: ``x + U(−ε, ε)`` per coordinate (Madry et al. 2018).
     L2: uniform in the ball: direction ``N(0, I)/‖·‖``, radius ``ε·U^{1/d}``.
     """
-    eps_b = _bcast(eps, x)
+    eps_b = expand(eps, x)
     if norm == "linf":
         delta = jax.random.uniform(key, x.shape, x.dtype, -1.0, 1.0) * eps_b
     else:
@@ -137,7 +153,7 @@ def random_init(key, x, eps, norm: str):
         d = math.prod(x.shape[1:])
         g = jax.random.normal(k1, x.shape, x.dtype)
         r = jax.random.uniform(k2, x.shape[:1], x.dtype) ** (1.0 / d)
-        delta = g / _bcast(flat_norm(g) + _TINY, x) * _bcast(r, x) * eps_b
+        delta = g / expand(flat_norm(g) + _TINY, x) * expand(r, x) * eps_b
     return project(x + delta, x, eps, norm)
 
 
@@ -172,7 +188,7 @@ def update_best(best: Best, x, loss, fooled) -> Best:
     fooled = jnp.asarray(fooled, bool)
     better = is_better(loss, fooled, best.loss, best.fooled)
     return Best(
-        jnp.where(_bcast(better, x).astype(bool), x, best.x),
+        jnp.where(expand(better, x).astype(bool), x, best.x),
         jnp.where(better, _clean_loss(loss), best.loss),
         jnp.where(better, fooled, best.fooled),
     )
@@ -212,6 +228,13 @@ def map_chunked(fn: Callable, xs, chunk: Optional[int] = None):
     if chunk is None:
         return jax.vmap(fn)(xs)
     return jax.lax.map(fn, xs, batch_size=int(chunk))
+
+
+def run_restarts(run: Callable, key, restarts: int, chunk: Optional[int] = None) -> Best:
+    """Runs ``run(key) -> Best`` for ``restarts`` split keys under ``vmap`` and keeps the best."""
+    if restarts == 1:
+        return run(key)
+    return select_best(map_chunked(run, jax.random.split(key, restarts), chunk))
 
 
 def fold(key, *data: int):

@@ -12,16 +12,20 @@ key is used as is. Deterministic models ignore the key, so any K gives the plain
 :func:`oracle` packs this into the two functions every attack needs:
 ``value_and_grad(x, key) -> (loss [B], grad, fooled [B])`` and
 ``value(x, key) -> (loss [B], fooled [B])``; ``fooled`` is ``argmax(mean logits) ≠ y``.
+
+:func:`robust_accuracy` is the final judgement of adversarial examples over M fresh draws.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple, Optional
 
 import jax
+import jax.numpy as jnp
 
 from jsnn.attacks import losses as losses_lib
-from jsnn.attacks.common import map_chunked, misclassified
+from jsnn.attacks.common import as_partial, map_chunked, misclassified
 
 
 def _keys(key, samples: int):
@@ -110,4 +114,39 @@ def check_eot(eot) -> int:
     return eot
 
 
-__all__ = ["Oracle", "check_eot", "expectation", "oracle", "value_and_grad"]
+
+
+# ----------------------------------------------------------------------------- final judgement
+
+
+@functools.partial(jax.jit, static_argnames=("draws", "chunk"))
+def _correct_draws(logits_fn, x, y, key, *, draws, chunk):
+    def one(k):
+        return jnp.argmax(jax.lax.stop_gradient(logits_fn(x, k)), axis=-1) == y
+
+    return map_chunked(one, jax.random.split(key, draws), chunk)
+
+
+def correct_draws(logits_fn: Callable, x, y, key, *, draws: int = 10, chunk: Optional[int] = None):
+    """Per-draw correctness ``[draws, B]`` (bool) of ``x`` under ``draws`` fresh keys of the true forward."""
+    if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
+        raise ValueError(f"draws: must be an integer >= 1 (fresh model draws to judge on), got {draws!r}")
+    return _correct_draws(as_partial(logits_fn), jnp.asarray(x), jnp.asarray(y), key, draws=draws, chunk=chunk)
+
+
+def robust_accuracy(logits_fn: Callable, x_adv, y, key, *, draws: int = 10, chunk: Optional[int] = None):
+    """Final judgement of adversarial examples over ``draws`` = M fresh draws.
+
+    Stochastic models (Poisson / RSC coding, stochastic features) are never judged on one
+    draw: with ``c[m, b] = 1[argmax f(x_adv_b; ξ_m) = y_b]`` this returns
+
+    * the mean accuracy over draws, ``mean_{m,b} c[m, b]``, and
+    * the fraction of examples correct in every draw, ``mean_b min_m c[m, b]``.
+
+    For deterministic models ``draws=1`` is exact (both numbers coincide).
+
+    Returns:
+      ``(mean_accuracy, all_draws_accuracy)`` as float scalars (jax arrays).
+    """
+    c = correct_draws(logits_fn, x_adv, y, key, draws=draws, chunk=chunk)
+    return c.mean(), c.all(0).mean()

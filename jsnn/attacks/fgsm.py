@@ -1,0 +1,76 @@
+"""One-step attacks.
+
+* FGSM (Goodfellow et al. 2015): ``x_adv = P(x + ε·s(∇ₓ ℓ(x)))``, ``s = sign`` (L∞) or
+  ``g/‖g‖₂`` (L2, the fast gradient method).
+* R+FGSM (Tramèr et al. 2018, "Ensemble adversarial training"): a random step first,
+  ``x' = P(x + α·s(N(0, I)))``, then ``x_adv = P(x' + (ε − α)·s(∇ₓ ℓ(x')))``; α = ε/2 by default.
+
+P projects onto the ε-ball ∩ [0, 1]. With ``eot=K`` the gradient is averaged over K draws.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from jsnn.attacks import common
+from jsnn.attacks.common import expand
+from jsnn.attacks.eot import check_eot, oracle
+
+
+@functools.partial(jax.jit, static_argnames=("norm", "loss", "eot", "chunk", "random_step"))
+def _fgsm(logits_fn, x, y, key, eps, alpha, target, *, norm, loss, eot, chunk, random_step):
+    orc = oracle(logits_fn, loss, y, target, eot=eot, chunk=chunk)
+    k_rand, k_noise = jax.random.split(key)
+    if random_step:
+        x_start = common.project(x + expand(alpha, x) * common.normalize(
+            jax.random.normal(k_rand, x.shape, x.dtype), norm), x, eps, norm)
+        size = jnp.asarray(eps, x.dtype) - jnp.asarray(alpha, x.dtype)
+    else:
+        x_start, size = x, jnp.asarray(eps, x.dtype)
+    _, g, _ = orc.value_and_grad(x_start, k_noise)
+    return common.project(x_start + expand(size, x) * common.normalize(g, norm), x, eps, norm)
+
+
+def _validate(x, y, eps, norm, loss, target, eot):
+    x, y = common.check_inputs(x, y)
+    common.check_norm(norm)
+    common.check_eps(eps)
+    check_eot(eot)
+    common.check_target(loss, target, y)
+    return x, y
+
+
+def fgsm(logits_fn, x, y, key, *, eps, norm: str = "linf", loss="ce", target=None, eot: int = 1,
+         chunk: Optional[int] = None):
+    """FGSM / FGM: one step of size ε along the steepest-ascent direction of ``loss``.
+
+    Args:
+      logits_fn: ``logits_fn(x, key) -> logits [B, K]``.
+      x: clean images ``[B, ...]`` in [0, 1]; y: labels ``[B]``; key: PRNG key (model noise).
+      eps: radius; norm: ``"linf"`` or ``"l2"``; loss / target: see :func:`jsnn.attacks.pgd`.
+      eot: EOT draws for the gradient; chunk: EOT chunk size.
+    """
+    x, y = _validate(x, y, eps, norm, loss, target, eot)
+    return _fgsm(common.as_partial(logits_fn), x, y, key, eps, 0.0, target, norm=norm, loss=loss, eot=eot,
+                 chunk=chunk, random_step=False)
+
+
+def rfgsm(logits_fn, x, y, key, *, eps, alpha=None, norm: str = "linf", loss="ce", target=None,
+          eot: int = 1, chunk: Optional[int] = None):
+    """R+FGSM: random step of size α (default ε/2), then a gradient step of size ε − α.
+
+    Arguments as in :func:`fgsm`; ``alpha`` must satisfy 0 ≤ α ≤ ε.
+    """
+    x, y = _validate(x, y, eps, norm, loss, target, eot)
+    if alpha is None:
+        alpha = 0.5 * jnp.asarray(eps, x.dtype)
+    else:
+        common.check_eps(alpha, "alpha")
+        if common.is_concrete_number(alpha) and common.is_concrete_number(eps) and float(alpha) > float(eps):
+            raise ValueError(f"rfgsm alpha: must be <= eps={eps!r}, got {alpha!r}")
+    return _fgsm(common.as_partial(logits_fn), x, y, key, eps, alpha, target, norm=norm, loss=loss, eot=eot,
+                 chunk=chunk, random_step=True)

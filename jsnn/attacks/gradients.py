@@ -1,0 +1,215 @@
+"""Gradient estimators of spiking models for attacks, and the worst case over an ensemble of them.
+
+A spiking model's forward is exact and the same for every estimator; only its backward
+(the surrogate shape/width under BPTT, or backprop through the rate, BPTR) changes the
+attack. An attack therefore picks its estimator independently of training.
+
+Design:
+
+* :class:`Estimator` is a value: ``Estimator(surrogate, gradient)`` with ``surrogate`` a
+  :class:`jsnn.surrogate.Surrogate` (or ``None`` = the model's own) and ``gradient``
+  ``"bptt"`` / ``"bptr"`` (or ``None`` = the model's own). :func:`parse` reads
+  ``"triangle:1"``, ``"atan"``, ``"bptr"``, ``"default"``.
+* ``make_logits_fn(surrogate, gradient) -> logits_fn`` builds the attacked forward, e.g.
+  ``functools.partial(jsnn.models.logits_fn, model, variables)`` adapted to keywords, or a
+  ``jax.tree_util.Partial(build, variables)`` so parameters are traced, not baked in as
+  constants. It must accept a *traced* surrogate (``jsnn.models.logits_fn`` does).
+* :func:`ensemble_attack` runs one attack per estimator in **one compiled computation**:
+  the BPTT estimators with explicit surrogates are stacked (``jsnn.surrogate.stack``) and
+  run under ``vmap`` (one trace, whatever their number); BPTR and "model default"
+  estimators run alongside in the same jit. Every adversarial example is then judged with
+  the true forward (``make_logits_fn(None, None)``, gradients stopped) over ``draws`` fresh
+  keys, and an example counts as robust in a draw only if it survives *every* estimator
+  (the SR protocol of Liu et al. 2024: triangle(1), sigmoid(4), atan(2) and BPTR —
+  :func:`sr_ensemble`).
+* For an ANN or a single estimator the ensemble degenerates to one attack.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jsnn import surrogate as surrogate_lib
+from jsnn.attacks import common
+from jsnn.attacks.eot import _correct_draws
+from jsnn.neuron import GRADIENTS
+from jsnn.surrogate import Surrogate
+
+# Attack keyword arguments passed as traced values (no recompilation when they change).
+DYNAMIC_KWARGS = frozenset({"eps", "step_size", "alpha", "target"})
+
+
+class Estimator(NamedTuple):
+    """A backward estimator: surrogate (``None`` = the model's) and ``"bptt"``/``"bptr"`` (``None`` = the model's)."""
+
+    surrogate: Optional[Surrogate] = None
+    gradient: Optional[str] = "bptt"
+
+    @property
+    def name(self) -> str:
+        if self.gradient == "bptr":
+            return "bptr"
+        s = "default" if self.surrogate is None else repr(self.surrogate)
+        return s if self.gradient in ("bptt", None) else f"{s}/{self.gradient}"
+
+
+def bptt(surrogate: Optional[Surrogate] = None) -> Estimator:
+    """BPTT with ``surrogate`` (``None`` = the model's training surrogate)."""
+    return Estimator(surrogate, "bptt")
+
+
+def bptr() -> Estimator:
+    """Backpropagation through the rate (Ding et al. 2022)."""
+    return Estimator(None, "bptr")
+
+
+def default() -> Estimator:
+    """The model's own estimator (also the only one an ANN has)."""
+    return Estimator(None, None)
+
+
+def sr_ensemble() -> tuple:
+    """The SR protocol: BPTT with triangle(1), sigmoid(4), atan(2), and BPTR."""
+    return (bptt(surrogate_lib.triangle(1.0)), bptt(surrogate_lib.sigmoid(4.0)),
+            bptt(surrogate_lib.atan(2.0)), bptr())
+
+
+def parse(spec) -> Estimator:
+    """Estimator from ``"bptr"``, ``"default"``, ``"<surrogate>"`` or ``"<surrogate>:<width>"``."""
+    if isinstance(spec, Estimator):
+        return spec
+    if isinstance(spec, Surrogate):
+        return bptt(spec)
+    if not isinstance(spec, str):
+        raise ValueError(f"estimator: expected a name such as 'atan:2' or 'bptr', got {spec!r}")
+    s = spec.strip().lower()
+    if s == "bptr":
+        return bptr()
+    if s in ("default", "model"):
+        return default()
+    name, _, width = s.partition(":")
+    if name not in surrogate_lib.SHAPES:
+        raise ValueError(f"estimator: unknown {spec!r}; allowed: bptr, default, or "
+                         f"{'|'.join(surrogate_lib.SHAPES)}[:width]")
+    try:
+        w = float(width) if width else None
+    except ValueError:
+        raise ValueError(f"estimator: width in {spec!r} is not a number") from None
+    return bptt(surrogate_lib.by_name(name, w))
+
+
+def _check_estimator(e: Estimator):
+    if e.gradient is not None and e.gradient not in GRADIENTS:
+        raise ValueError(f"estimator gradient: {e.gradient!r}; allowed: {', '.join(GRADIENTS)} or None")
+    if e.surrogate is not None and not isinstance(e.surrogate, Surrogate):
+        raise ValueError(f"estimator surrogate: expected a jsnn.surrogate.Surrogate or None, got {e.surrogate!r}")
+
+
+class EnsembleResult(NamedTuple):
+    """Outcome of :func:`ensemble_attack`.
+
+    Attributes:
+      x_adv: adversarial examples per estimator ``[E, B, ...]``.
+      correct: true-forward correctness ``[E, M, B]`` (M = draws).
+      robust: robust under every estimator, per draw ``[M, B]``.
+      accuracy: mean over draws and examples of ``robust``.
+      accuracy_all_draws: fraction of examples robust in every draw.
+      per_estimator: mean accuracy of each estimator's examples ``[E]``.
+    """
+
+    x_adv: jax.Array
+    correct: jax.Array
+    robust: jax.Array
+    accuracy: jax.Array
+    accuracy_all_draws: jax.Array
+    per_estimator: jax.Array
+
+
+def _layout(estimators):
+    """Static plan: groups of (gradient, indices) run stacked+vmapped, singles run alone."""
+    groups, singles = {}, []
+    for i, e in enumerate(estimators):
+        if e.surrogate is None:
+            singles.append((i, e.gradient))
+        else:
+            groups.setdefault(e.gradient, []).append(i)
+    return tuple((g, tuple(ix)) for g, ix in groups.items()), tuple(singles)
+
+
+@functools.partial(jax.jit, static_argnames=("attack", "layout", "num", "static_kwargs", "draws", "chunk"))
+def _ensemble(make_logits_fn, x, y, key, stacked, dynamic_kwargs, *, attack, layout, num, static_kwargs,
+              draws, chunk):
+    groups, singles = layout
+    kw = dict(static_kwargs)
+    kw.update(dynamic_kwargs)
+    k_attack, k_judge = jax.random.split(key)
+    keys = jax.random.split(k_attack, num)
+    out = [None] * num
+    for (gradient, idx), surr in zip(groups, stacked):
+        run = lambda s, k, g=gradient: attack(make_logits_fn(s, g), x, y, k, **kw)
+        res = jax.vmap(run)(surr, keys[jnp.asarray(idx)])
+        for j, i in enumerate(idx):
+            out[i] = res[j]
+    for i, gradient in singles:
+        out[i] = attack(make_logits_fn(None, gradient), x, y, keys[i], **kw)
+    x_adv = jnp.stack(out)
+    judge = make_logits_fn(None, None)
+    correct = jax.vmap(lambda xa: _correct_draws(common.as_partial(judge), xa, y, k_judge,
+                                                 draws=draws, chunk=chunk))(x_adv)
+    robust = correct.all(0)
+    return EnsembleResult(x_adv, correct, robust, robust.mean(), robust.all(0).mean(),
+                          correct.mean((1, 2)))
+
+
+def ensemble_attack(attack: Callable, make_logits_fn: Callable, estimators: Optional[Sequence], x, y, key, *,
+                    draws: int = 1, chunk: Optional[int] = None, **attack_kwargs) -> EnsembleResult:
+    """Runs ``attack`` once per gradient estimator, in one jit, and judges the worst case.
+
+    Args:
+      attack: a public attack, ``attack(logits_fn, x, y, key, **attack_kwargs) -> x_adv``
+        (e.g. :func:`jsnn.attacks.pgd`); the identity of the function is part of the cache key.
+      make_logits_fn: ``make_logits_fn(surrogate, gradient) -> logits_fn``; ``(None, None)``
+        must give the model's own forward (used to judge). A plain function (cached by
+        identity: build it once) or a ``jax.tree_util.Partial`` whose array leaves are traced.
+      estimators: sequence of :class:`Estimator` (or specs for :func:`parse`); ``None`` or
+        empty = the model's own estimator only (ANNs).
+      x, y, key: clean images in [0, 1], labels, PRNG key (estimator i attacks with
+        ``split(key_attack, E)[i]``; the judgement uses another split of ``key``).
+      draws: M, fresh draws of the true forward to judge each example on (1 is exact for
+        deterministic models).
+      chunk: chunk size of the judgement draws.
+      **attack_kwargs: forwarded to ``attack``; ``eps``, ``step_size``, ``alpha``, ``target``
+        and array values are traced, the rest (steps, norm, loss, ...) static.
+
+    Returns:
+      An :class:`EnsembleResult`.
+    """
+    x, y = common.check_inputs(x, y)
+    estimators = tuple(parse(e) for e in (estimators or (default(),)))
+    for e in estimators:
+        _check_estimator(e)
+    if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
+        raise ValueError(f"ensemble draws: must be an integer >= 1, got {draws!r}")
+    groups, singles = _layout(estimators)
+    stacked = tuple(surrogate_lib.stack([estimators[i].surrogate for i in idx]) for _, idx in groups)
+    dynamic, static = {}, {}
+    for k, v in attack_kwargs.items():
+        if k in DYNAMIC_KWARGS or isinstance(v, (jax.Array,)) or hasattr(v, "__array__"):
+            if v is not None:
+                dynamic[k] = v
+            else:
+                static[k] = v
+        else:
+            static[k] = v
+    try:
+        static_items = tuple(sorted(static.items()))
+        hash(static_items)
+    except TypeError as err:
+        raise ValueError(f"ensemble_attack: attack keyword arguments must be hashable or arrays ({err})") from None
+    return _ensemble(common.as_partial(make_logits_fn), x, y, key, stacked, dynamic, attack=attack,
+                     layout=(groups, singles), num=len(estimators), static_kwargs=static_items,
+                     draws=draws, chunk=chunk)

@@ -1,0 +1,88 @@
+"""Projected gradient descent (Madry et al. 2018, "Towards deep learning models resistant to
+adversarial attacks", ICLR), L∞ and L2, with random starts, restarts, EOT and any attack loss.
+
+    x⁰ = x + U(ball) (random start) or x;   xᵏ⁺¹ = P(xᵏ + α·s(∇ₓ ℓ(xᵏ)))
+
+with ``s = sign`` (L∞) or ``g/‖g‖₂`` (L2) and P the projection onto the ε-ball ∩ [0, 1].
+Every iterate (x⁰ … x^N) is scored; the returned point is misclassified if any iterate
+was, otherwise the highest-loss one; restarts run under ``vmap`` and the best is kept.
+The default step is ``α = 2.5·ε/steps`` (Madry et al.).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from jsnn.attacks import common
+from jsnn.attacks.common import Best, expand
+from jsnn.attacks.eot import check_eot, oracle
+
+
+def _run(orc, x, key, eps, step_size, *, norm: str, steps: int, random_start: bool) -> Best:
+    k_init, k_noise = jax.random.split(key)
+    x0 = common.random_init(k_init, x, eps, norm) if random_start else x
+    start = common.Best(x0, jnp.full(x.shape[:1], -jnp.inf, x.dtype), jnp.zeros(x.shape[:1], bool))
+
+    def body(i, carry):
+        xi, best = carry
+        loss, g, fooled = orc.value_and_grad(xi, common.fold(k_noise, i))
+        best = common.update_best(best, xi, loss, fooled)
+        x_next = common.project(xi + expand(step_size, x) * common.normalize(g, norm), x, eps, norm)
+        return x_next, best
+
+    x_last, best = jax.lax.fori_loop(0, steps, body, (x0, start))
+    loss, fooled = orc.value(x_last, common.fold(k_noise, steps))
+    return common.update_best(best, x_last, loss, fooled)
+
+
+@functools.partial(jax.jit, static_argnames=("norm", "steps", "restarts", "loss", "eot", "random_start",
+                                             "chunk", "restart_chunk"))
+def _pgd(logits_fn, x, y, key, eps, step_size, target, *, norm, steps, restarts, loss, eot, random_start,
+         chunk, restart_chunk):
+    orc = oracle(logits_fn, loss, y, target, eot=eot, chunk=chunk)
+    run = lambda k: _run(orc, x, k, eps, step_size, norm=norm, steps=steps, random_start=random_start)
+    return common.run_restarts(run, key, restarts, restart_chunk)
+
+
+def pgd(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 10, step_size=None,
+        restarts: int = 1, loss="ce", target=None, random_start: bool = True, eot: int = 1,
+        chunk: Optional[int] = None, restart_chunk: Optional[int] = None, full_output: bool = False):
+    """PGD attack, L∞ or L2.
+
+    Args:
+      logits_fn: ``logits_fn(x, key) -> logits [B, K]``.
+      x: clean images ``[B, ...]`` in [0, 1].
+      y: labels ``[B]``.
+      key: PRNG key (random starts; model noise, ``fold_in`` per step).
+      eps: radius in pixel units (scalar or ``[B]``).
+      norm: ``"linf"`` or ``"l2"``.
+      steps: gradient steps N.
+      step_size: α; default ``2.5·ε/steps``.
+      restarts: random restarts under ``vmap``.
+      loss: ``"ce"``, ``"cw"``, ``"dlr"``, a targeted loss (with ``target``) or a callable
+        ``loss(logits, y, target) -> [B]``.
+      target: target classes ``[B]`` for a targeted loss.
+      random_start: start uniformly in the ball (else at ``x``).
+      eot: EOT draws per gradient.
+      chunk, restart_chunk: chunk sizes of the EOT / restart ``vmap`` (``lax.map``).
+      full_output: return the :class:`~jsnn.attacks.common.Best` instead of ``x_adv``.
+    """
+    x, y = common.check_inputs(x, y)
+    common.check_norm(norm)
+    common.check_eps(eps)
+    common.check_positive_int(steps, "steps")
+    common.check_positive_int(restarts, "restarts")
+    check_eot(eot)
+    common.check_target(loss, target, y)
+    if step_size is None:
+        step_size = 2.5 * jnp.asarray(eps, x.dtype) / steps
+    else:
+        common.check_eps(step_size, "step_size")
+    best = _pgd(common.as_partial(logits_fn), x, y, key, eps, step_size, target, norm=norm, steps=steps,
+                restarts=restarts, loss=loss, eot=eot, random_start=random_start, chunk=chunk,
+                restart_chunk=restart_chunk)
+    return best if full_output else best.x
