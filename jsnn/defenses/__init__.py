@@ -4,6 +4,30 @@ A defense maps ``loss_fn -> loss_fn`` where
 ``loss_fn(params, model_state, batch, key) -> (loss, (model_state, metrics))``;
 :func:`chain` composes them like ``optax.chain`` (the first transform is applied
 innermost). Parameter-space steps (RAT's retraction) are ``optax`` transforms.
+
+Defenses by name (``config.defense.name``, ``"+"``-joined, innermost first; settings in
+``config.defense.<name>``, defaults in :data:`DEFAULTS`):
+
+=========  =====================================================  ==============================
+name       what                                                   module
+=========  =====================================================  ==============================
+at         adversarial training (FGSM / R+FGSM / PGD, BN eval)    :mod:`.adversarial`
+trades     TRADES, CE + β·KL(clean ‖ adv)                         :mod:`.trades`
+noise      Gaussian noise augmentation                            :mod:`.noise`
+sr         sparse-gradient regularizer (SR)                       :mod:`.sparse_gradient`
+rsnn       MPPD membrane stability (RSNN; use DLIF neurons)       :mod:`.stability`
+rat        orthogonal retraction after the optimizer (RAT)        :mod:`.orthogonal`
+mfdv       stochastic-feature variance term (model ``mfdv``)      :mod:`.feature_variance`
+distill    ANN teacher → SNN distillation (model ``ann`` teacher) :mod:`.distill`
+=========  =====================================================  ==============================
+
+Order matters: ``"sr+at"`` is ``chain(sr, at)`` = ``at(sr(CE))``: adversarial training
+crafts the batch, and CE + SR is taken on it (SR+AT). ``"at+rat"`` is RAT proper
+(adversarial training plus the retraction). RSC coding is not a loss transform but the
+encoder (``config.model.encoder.name = "rsc"``).
+
+Importing this package registers the wrapper models ``"mfdv"`` and ``"ann"`` in
+:data:`jsnn.models.MODELS`.
 """
 
 from __future__ import annotations
@@ -11,6 +35,27 @@ from __future__ import annotations
 from typing import Callable, NamedTuple, Optional
 
 import optax
+
+from jsnn.defenses import adversarial as _adversarial
+from jsnn.defenses import base
+from jsnn.defenses import distill as _distill
+from jsnn.defenses import feature_variance as _feature_variance
+from jsnn.defenses import noise as _noise
+from jsnn.defenses import orthogonal as _orthogonal
+from jsnn.defenses import sparse_gradient as _sparse_gradient
+from jsnn.defenses import stability as _stability
+from jsnn.defenses import trades as _trades
+
+# Public factories (they shadow the module names; import helpers from the modules directly,
+# e.g. ``from jsnn.defenses.sparse_gradient import finite_difference``).
+from jsnn.defenses.adversarial import adversarial_training
+from jsnn.defenses.distill import ANNNet, distill
+from jsnn.defenses.feature_variance import FeatureVarianceNet, StochasticFeatures, feature_variance
+from jsnn.defenses.noise import gaussian_noise
+from jsnn.defenses.orthogonal import orthogonal
+from jsnn.defenses.sparse_gradient import sparse_gradient
+from jsnn.defenses.stability import membrane_stability
+from jsnn.defenses.trades import trades
 
 LossFn = Callable
 LossTransform = Callable[[LossFn], LossFn]
@@ -39,10 +84,64 @@ class DefenseSetup(NamedTuple):
     param_transform: Optional[optax.GradientTransformation] = None
 
 
+# name → (module with from_config(sub, model), kind); kind "loss" gives a loss transform,
+# "param" an optax transform chained after the optimizer.
+_REGISTRY = {
+    "at": (_adversarial, "loss"),
+    "trades": (_trades, "loss"),
+    "noise": (_noise, "loss"),
+    "sr": (_sparse_gradient, "loss"),
+    "rsnn": (_stability, "loss"),
+    "rat": (_orthogonal, "param"),
+    "mfdv": (_feature_variance, "loss"),
+    "distill": (_distill, "loss"),
+}
+DEFENSES = tuple(_REGISTRY)
+DEFAULTS = {name: dict(mod.DEFAULTS) for name, (mod, _) in _REGISTRY.items()}
+
+
+def parse_names(name) -> list:
+    """``"sr+at"`` → ``["sr", "at"]``; ``"none"`` / ``""`` → ``[]``; unknown or repeated names raise."""
+    names = [n.strip() for n in str(name if name is not None else "none").split("+")]
+    names = [n for n in names if n and n != "none"]
+    unknown = [n for n in names if n not in _REGISTRY]
+    if unknown:
+        raise ValueError(f"defense.name: unknown defense(s) {unknown} in {name!r}; allowed: none, "
+                         f"{', '.join(DEFENSES)} (joined with '+', innermost first)")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"defense.name: {dupes} repeated in {name!r}")
+    return names
+
+
 def from_config(config, model) -> DefenseSetup:
-    """Builds the defenses named in ``config.defense`` for ``model`` (vanilla when absent)."""
-    defense = config.get("defense", None)
-    names = [] if defense is None else [n for n in str(defense.get("name", "none")).split("+") if n and n != "none"]
-    if names:
-        raise ValueError(f"defense.name: unknown defense(s) {names}; allowed: none")
-    return DefenseSetup(identity())
+    """Builds the defenses named in ``config.defense`` for ``model`` (vanilla when absent).
+
+    ``config.defense.name`` lists the defenses (``"+"``-joined, innermost first);
+    ``config.defense.<name>`` holds each one's settings (missing fields take
+    :data:`DEFAULTS`). Sub-dicts of defenses not named are allowed and ignored.
+    """
+    defense = config.get("defense", None) if hasattr(config, "get") else getattr(config, "defense", None)
+    if defense is None:
+        return DefenseSetup(identity())
+    for key in defense.keys():
+        if key != "name" and key not in _REGISTRY:
+            raise ValueError(f"defense.{key}: unknown defense settings; allowed: name, {', '.join(DEFENSES)}")
+    names = parse_names(defense.get("name", "none"))
+    losses, params = [], []
+    for n in names:
+        mod, kind = _REGISTRY[n]
+        built = mod.from_config(defense.get(n, None), model)
+        (losses if kind == "loss" else params).append(built)
+    loss_transform = chain(*losses) if losses else identity()
+    param_transform = None
+    if params:
+        param_transform = params[0] if len(params) == 1 else optax.chain(*params)
+    return DefenseSetup(loss_transform, param_transform)
+
+
+__all__ = [
+    "ANNNet", "DEFAULTS", "DEFENSES", "DefenseSetup", "FeatureVarianceNet", "LossTransform", "StochasticFeatures",
+    "adversarial_training", "base", "chain", "distill", "feature_variance", "from_config", "gaussian_noise",
+    "identity", "membrane_stability", "orthogonal", "parse_names", "sparse_gradient", "trades",
+]

@@ -1,0 +1,120 @@
+"""Knowledge distillation from an ANN teacher into an SNN (Hinton et al. 2015, "Distilling the
+Knowledge in a Neural Network"), the E-RSCT idea of RSC-SNN (Wu et al. 2024, arXiv
+2407.20099: a pre-trained ANN teaches the RSC-coded SNN; details *unconfirmed*).
+
+    loss = (1 − α)·L(x) + α·τ²·mean KL(softmax(t(x)/τ) ‖ softmax(s(x)/τ))
+
+``t`` are the frozen teacher's logits (evaluation mode, clean input), ``s`` the student's
+(training mode; for an RSC student its coding noise is part of ``s``).
+
+The teacher is any registered model run as an ANN: :class:`ANNNet` (``config.model.name =
+"ann"``, ``config.model.kwargs.backbone = <registered model>``) runs the backbone with T = 1,
+direct coding, and every :class:`~jsnn.layers.SpikingNeuron` replaced by a ReLU (via
+:func:`flax.linen.intercept_methods`), so the teacher is trained by the same launcher
+(``launch/configs/digits_ann.py``) and loaded from its workdir by
+``config.defense.distill.teacher_workdir``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Tuple
+
+import flax.linen as nn
+import jax
+
+from jsnn import models
+from jsnn.defenses import base
+from jsnn.layers import EncoderConfig, SpikingNeuron
+from jsnn.models.base import SpikingModel
+
+DEFAULTS = dict(teacher_workdir=None, alpha=0.5, temperature=4.0)
+
+
+def _relu_for_spikes(next_fun, args, kwargs, context):
+    if isinstance(context.module, SpikingNeuron) and context.method_name == "__call__":
+        return jax.nn.relu(args[0])
+    return next_fun(*args, **kwargs)
+
+
+class ANNNet(SpikingModel):
+    """The ANN twin of a registered spiking model: T = 1, direct coding, ReLU for every spike layer.
+
+    Attributes:
+      backbone: registered model name.
+      backbone_kwargs: extra backbone fields ``((name, value), ...)``.
+    """
+
+    backbone: str = "digits_conv"
+    backbone_kwargs: Tuple[Tuple[str, Any], ...] = ()
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        net = models.MODELS[self.backbone](num_classes=self.num_classes, T=1, neuron=self.neuron,
+                               encoder=EncoderConfig(), mean=self.mean, std=self.std,
+                               input_channels=self.input_channels, name="backbone", **dict(self.backbone_kwargs))
+        with nn.intercept_methods(_relu_for_spikes):
+            return net(x, train=train)
+
+
+def ann_model(*, backbone: str = "digits_conv", **kwargs) -> ANNNet:
+    """Registry factory: SpikingModel fields go to the wrapper, the rest to the backbone."""
+    own = {k: kwargs.pop(k) for k in list(kwargs) if k in ("num_classes", "T", "neuron", "encoder", "mean", "std",
+                                                            "input_channels", "name", "parent")}
+    if backbone not in models.MODELS or backbone == "ann":
+        allowed = ", ".join(sorted(n for n in models.MODELS if n != "ann"))
+        raise ValueError(f"model.kwargs.backbone: unknown backbone {backbone!r}; allowed: {allowed}")
+    return ANNNet(backbone=backbone, backbone_kwargs=tuple(sorted(kwargs.items())), **own)
+
+
+models.register("ann", ann_model)
+
+
+def distill(model, teacher_fn: Callable, *, alpha: float = 0.5, temperature: float = 4.0):
+    """Distillation loss transform (module docstring).
+
+    Args:
+      model: the student.
+      teacher_fn: ``teacher_fn(x) -> logits`` (treated as constant).
+      alpha: weight α of the distillation term; temperature: τ.
+    """
+    alpha = base.check_range(alpha, "defense.distill.alpha", low=0.0, high=1.0)
+    temperature = base.check_range(temperature, "defense.distill.temperature", low=0.0, low_open=True)
+
+    def transform(loss_fn):
+        def kd_loss_fn(params, model_state, batch, key):
+            k_loss, k_fwd = jax.random.split(key)
+            loss, (new_state, metrics) = loss_fn(params, model_state, batch, k_loss)
+            t = jax.lax.stop_gradient(teacher_fn(batch["image"]))
+            s, _ = base.train_forward(model, params, model_state, batch["image"], k_fwd)
+            kl = base.kl_divergence(t, s, temperature).mean()
+            total = (1.0 - alpha) * loss + alpha * temperature ** 2 * kl
+            return total, (new_state, dict(metrics, distill_kl=kl))
+
+        return kd_loss_fn
+
+    return transform
+
+
+def load_teacher(workdir: str, num_classes: int) -> Callable:
+    """``teacher_fn(x)`` from a run trained by ``launch.train`` in ``workdir`` (evaluation mode)."""
+    from jsnn import train as train_lib
+
+    _, teacher, variables = train_lib.restore(workdir)
+    if teacher.num_classes != num_classes:
+        raise ValueError(f"defense.distill.teacher_workdir: teacher in {workdir!r} has {teacher.num_classes} classes, "
+                         f"the student {num_classes}")
+    key = jax.random.key(0)
+
+    def teacher_fn(x):
+        return teacher.apply(variables, x, train=False, rngs={"noise": key})
+
+    return teacher_fn
+
+
+def from_config(sub, model):
+    s = base.settings("distill", sub, DEFAULTS)
+    if not s["teacher_workdir"]:
+        raise ValueError("defense.distill.teacher_workdir: required (the workdir of a trained teacher, e.g. "
+                         "python -m launch.train --config=launch/configs/digits_ann.py --workdir=DIR)")
+    teacher_fn = load_teacher(str(s["teacher_workdir"]), model.num_classes)
+    return distill(model, teacher_fn, alpha=s["alpha"], temperature=s["temperature"])

@@ -1,0 +1,171 @@
+"""Stochastic features with variance maximization, MFDV (arXiv 2201.00148, MFDV-SNN; related:
+WCA-Net, Eustratiadis et al. 2021, "Weight-covariance alignment for adversarially robust
+neural networks", ICML; PNI, He et al. 2019). Details are *unconfirmed* (METHODS.md) and are
+config fields.
+
+Model side — :class:`FeatureVarianceNet` (registered as ``config.model.name = "mfdv"``) wraps
+any registered backbone whose readout is widened to ``2·d`` outputs, read as the mean and the
+pre-scale of the penultimate features (both linear in the time-averaged last spikes):
+
+    [μ(h), s(h)] = backbone(x),   σ = softplus(s) + σ_min,   z = μ + σ ⊙ ε,   logits = W z + b
+
+with ``ε ~ N(0, I)`` fresh per example from rng ``"noise"`` — in training *and* at test time,
+so the deployed model is stochastic (evaluate it with EOT). :class:`StochasticFeatures` is
+the generic ``μ + σ⊙ε`` layer.
+
+Loss side — :func:`feature_variance`:
+
+    loss = L(x) − λ_t·R(σ),   λ_t = λ·min(1, t / ramp_steps)
+
+with ``R = mean log σ²`` (``reg="log_var"``, default) or WCA's ``log tr(W Σ Wᵀ)``
+(``reg="wca"``, Σ = diag σ², averaged over the batch). The step ``t`` is a counter in the
+model's ``"counters"`` collection that this loss increments.
+
+Scale guard: rescaling (μ, σ) by c and W by 1/c leaves the logits unchanged while R grows by
+2·log c, so R alone can be inflated for free. ``unit_norm=True`` (default) uses unit-norm
+classifier rows (``W_k / ‖W_k‖``), which removes that direction; the remaining growth of μ and
+σ goes through the backbone weights, held by the optimizer's weight decay.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jsnn import models
+from jsnn.defenses import base
+from jsnn.models.base import SpikingModel
+
+REGULARIZERS = ("log_var", "wca")
+DEFAULTS = dict(lam=0.1, ramp_steps=200, reg="log_var")
+
+
+class StochasticFeatures(nn.Module):
+    """``z = μ + σ⊙ε``, ``σ = softplus(s) + σ_min``, ``ε ~ N(0, I)`` from rng ``"noise"``.
+
+    Sows ``σ`` into ``"intermediates"`` as ``"sigma"``.
+    """
+
+    min_sigma: float = 1e-3
+
+    @nn.compact
+    def __call__(self, mu, s):
+        sigma = jax.nn.softplus(s) + self.min_sigma
+        self.sow("intermediates", "sigma", sigma)
+        eps = jax.random.normal(self.make_rng("noise"), mu.shape, mu.dtype)
+        return mu + sigma * eps
+
+
+class UnitNormDense(nn.Module):
+    """``z ↦ z·(W / ‖W‖_col) + b``: each class's weight vector has unit L2 norm."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, z):
+        w = self.param("kernel", nn.initializers.lecun_normal(), (z.shape[-1], self.features), jnp.float32)
+        b = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        w = w / jnp.sqrt(jnp.sum(jnp.square(w), axis=0, keepdims=True) + 1e-12)
+        return z @ w.astype(z.dtype) + b.astype(z.dtype)
+
+
+class FeatureVarianceNet(SpikingModel):
+    """A registered backbone with a stochastic-feature head (module docstring).
+
+    Attributes:
+      backbone: registered model name (``config.model.kwargs.backbone``).
+      features: d, the stochastic feature dimension.
+      unit_norm: unit-norm classifier rows (the scale guard).
+      min_sigma: σ floor.
+      backbone_kwargs: extra constructor fields of the backbone, as ``((name, value), ...)``.
+    """
+
+    backbone: str = "digits_conv"
+    features: int = 64
+    unit_norm: bool = True
+    min_sigma: float = 1e-3
+    backbone_kwargs: Tuple[Tuple[str, Any], ...] = ()
+
+    stochastic = True  # noise is on at test time (read by evaluation code choosing EOT)
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        self.variable("counters", "step", lambda: jnp.zeros((), jnp.int32))
+        net = models.MODELS[self.backbone](num_classes=2 * self.features, T=self.T, neuron=self.neuron,
+                               encoder=self.encoder, mean=self.mean, std=self.std,
+                               input_channels=self.input_channels, name="backbone", **dict(self.backbone_kwargs))
+        h = net(x, train=train)
+        mu, s = jnp.split(h, 2, axis=-1)
+        z = StochasticFeatures(self.min_sigma, name="features")(mu, s)
+        head = UnitNormDense(self.num_classes, name="classifier") if self.unit_norm else nn.Dense(
+            self.num_classes, name="classifier")
+        return head(z)
+
+
+def mfdv_model(*, backbone: str = "digits_conv", features: int = 64, unit_norm: bool = True,
+               min_sigma: float = 1e-3, **kwargs) -> FeatureVarianceNet:
+    """Registry factory: the SpikingModel fields go to the wrapper, the rest to the backbone."""
+    own = {k: kwargs.pop(k) for k in list(kwargs) if k in ("num_classes", "T", "neuron", "encoder", "mean", "std",
+                                                            "input_channels", "name", "parent")}
+    if backbone not in models.MODELS or backbone == "mfdv":
+        allowed = ", ".join(sorted(n for n in models.MODELS if n != "mfdv"))
+        raise ValueError(f"model.kwargs.backbone: unknown backbone {backbone!r}; allowed: {allowed}")
+    base.check_int(features, "model.kwargs.features")
+    return FeatureVarianceNet(backbone=backbone, features=features, unit_norm=bool(unit_norm),
+                              min_sigma=float(min_sigma), backbone_kwargs=tuple(sorted(kwargs.items())), **own)
+
+
+models.register("mfdv", mfdv_model)
+
+
+def regularizer(sigma, reg: str = "log_var", classifier_kernel=None):
+    """R(σ): ``mean log σ²`` or WCA's ``mean_b log Σ_k Σ_i W_ik² σ_bi²`` (W normalized per class if given so)."""
+    if reg == "log_var":
+        return jnp.mean(jnp.log(jnp.square(sigma)))
+    if classifier_kernel is None:
+        raise ValueError("defense.mfdv.reg='wca' needs the classifier kernel")
+    return jnp.mean(jnp.log(jnp.square(sigma) @ jnp.sum(jnp.square(classifier_kernel), axis=1)))
+
+
+def ramp(lam: float, step, ramp_steps: int):
+    """``λ·min(1, step / ramp_steps)`` (``λ`` when ``ramp_steps`` is 0)."""
+    if ramp_steps <= 0:
+        return jnp.asarray(lam, jnp.float32)
+    return lam * jnp.minimum(1.0, step.astype(jnp.float32) / ramp_steps)
+
+
+def feature_variance(model, *, lam: float = 0.1, ramp_steps: int = 200, reg: str = "log_var"):
+    """MFDV loss transform ``L(x) − λ_t·R(σ)`` for a :class:`FeatureVarianceNet` (module docstring)."""
+    if not isinstance(model, FeatureVarianceNet):
+        raise ValueError(f"defense.mfdv: needs config.model.name='mfdv' (a FeatureVarianceNet), got "
+                         f"{type(model).__name__}")
+    lam = base.check_range(lam, "defense.mfdv.lam", low=0.0)
+    ramp_steps = base.check_int(ramp_steps, "defense.mfdv.ramp_steps", minimum=0)
+    base.check_choice(reg, "defense.mfdv.reg", REGULARIZERS)
+
+    def transform(loss_fn):
+        def mfdv_loss_fn(params, model_state, batch, key):
+            k_loss, k_fwd = jax.random.split(key)
+            loss, (new_state, metrics) = loss_fn(params, model_state, batch, k_loss)
+            _, _, inter = base.train_forward(model, params, model_state, batch["image"], k_fwd, intermediates=True)
+            sigma = inter["features"]["sigma"][-1]
+            kernel = params["classifier"]["kernel"]
+            if model.unit_norm:
+                kernel = kernel / jnp.sqrt(jnp.sum(jnp.square(kernel), axis=0, keepdims=True) + 1e-12)
+            r = regularizer(sigma, reg, kernel)
+            step = model_state["counters"]["step"]
+            lam_t = ramp(lam, step, ramp_steps)
+            new_state = {**new_state, "counters": {"step": step + 1}}
+            metrics = dict(metrics, mfdv_reg=r, mfdv_lambda=lam_t, mfdv_sigma=jnp.mean(sigma))
+            return loss - lam_t * r, (new_state, metrics)
+
+        return mfdv_loss_fn
+
+    return transform
+
+
+def from_config(sub, model):
+    return feature_variance(model, **base.settings("mfdv", sub, DEFAULTS))

@@ -1,0 +1,142 @@
+"""Membrane-potential perturbation dynamics (MPPD), the RSNN defense (Ding, Pan, Yu, Huang
+2024, "Robust Stable Spiking Neural Networks", ICML; arXiv 2405.20694).
+
+RSNN trains DLIF neurons (``config.model.neuron = "dlif"``, leak 0.99, learnable per-step
+input gain) and penalizes how far an input perturbation drives the membrane of the *last
+spiking layer* away from its clean trajectory, using the leaky integration without spikes
+or reset:
+
+    Δ[t] = I_clean[t] − I_pert[t]          (input currents; I_clean without gradient)
+    Y[t] = λ·Y[t−1] + Δ[t],  Y[−1] = 0     (λ = 0.99)
+    loss = w·L(x) + (1 − w)·CE(x_pert) + ρ·mean(Y²)      (w = 0.5, ρ = 1)
+
+Perturbations: ``"gaussian"`` x + N(0, σ²), σ = 8/255 (noise training), or ``"rfgsm"``:
+a N(0, s²) start (s = ``init_std`` = 0.001, *unconfirmed*: the paper writes N(0, 0.001)),
+then one FGSM step of ε = 4/255 against the eval-mode model (adversarial training).
+
+The last spiking layer is found by calling order: the last
+:class:`jsnn.layers.SpikingNeuron` whose ``__call__`` runs during the forward (recorded
+with :func:`flax.linen.intercept_methods`), and its current is the ``"current"`` it sows
+into ``"intermediates"`` — the input ``X[t]`` of the membrane update (after DLIF's gain).
+Both currents come from training-mode forwards with the same noise key.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jsnn.defenses import base
+from jsnn.layers import SpikingNeuron
+
+PERTURBATIONS = ("gaussian", "rfgsm")
+DEFAULTS = dict(rho=1.0, leak=0.99, perturbation="gaussian", sigma=8 / 255, eps=4 / 255, init_std=0.001,
+                clean_weight=0.5)
+
+
+def mppd_trace(delta, leak: float = 0.99):
+    """``Y[t] = leak·Y[t−1] + Δ[t]`` over the leading (time) axis of ``delta`` ``[T, ...]``."""
+
+    def step(y, d):
+        y = leak * y + d
+        return y, y
+
+    _, ys = jax.lax.scan(step, jnp.zeros_like(delta[0]), delta)
+    return ys
+
+
+def mppd_penalty(current_clean, current_pert, leak: float = 0.99):
+    """``mean(Y²)`` with ``Δ = stop_gradient(I_clean) − I_pert`` (both ``[T, B, ...]``)."""
+    delta = jax.lax.stop_gradient(current_clean) - current_pert
+    return jnp.mean(jnp.square(mppd_trace(delta, leak)))
+
+
+def _record_spiking_paths(paths):
+    def interceptor(next_fun, args, kwargs, context):
+        if isinstance(context.module, SpikingNeuron) and context.method_name == "__call__":
+            paths.append(tuple(context.module.path))
+        return next_fun(*args, **kwargs)
+
+    return interceptor
+
+
+def _lookup(tree, path):
+    for name in path:
+        tree = tree[name]
+    return tree
+
+
+def forward_with_current(model, params, model_state, x, key):
+    """Training-mode forward returning ``(logits, new_model_state, current)``.
+
+    ``current`` ``[T, B, ...]`` is the input current of the last spiking layer (module docstring).
+
+    Raises:
+      ValueError: the model has no :class:`~jsnn.layers.SpikingNeuron`.
+    """
+    paths = []
+    with nn.intercept_methods(_record_spiking_paths(paths)):
+        logits, new_state, inter = base.train_forward(model, params, model_state, x, key, intermediates=True)
+    if not paths:
+        raise ValueError(f"defense.rsnn: model {type(model).__name__} has no SpikingNeuron layer; MPPD needs one")
+    current = _lookup(inter, paths[-1])["current"]
+    return logits, new_state, current[-1] if isinstance(current, tuple) else current
+
+
+def perturb(model, params, model_state, x, y, key, *, perturbation: str, sigma: float, eps: float,
+            init_std: float):
+    """RSNN's training perturbation of ``x`` (stop-gradient)."""
+    k_noise, k_attack = jax.random.split(key)
+    x = jax.lax.stop_gradient(x)
+    if perturbation == "gaussian":
+        return jnp.clip(x + sigma * jax.random.normal(k_noise, x.shape, x.dtype), 0.0, 1.0)
+    from jsnn.attacks.fgsm import fgsm
+
+    x0 = jnp.clip(x + init_std * jax.random.normal(k_noise, x.shape, x.dtype), 0.0, 1.0)
+    logits_fn = base.eval_logits_fn(model, params, model_state)
+    return jax.lax.stop_gradient(fgsm(logits_fn, x0, y, k_attack, eps=eps))
+
+
+def membrane_stability(model, *, rho: float = 1.0, leak: float = 0.99, perturbation: str = "gaussian",
+                       sigma: float = 8 / 255, eps: float = 4 / 255, init_std: float = 0.001,
+                       clean_weight: float = 0.5):
+    """RSNN/MPPD loss transform (see the module docstring).
+
+    Args:
+      model: the model being trained (DLIF neurons in the paper; any spiking model works).
+      rho: weight ρ of ``mean(Y²)``; leak: λ of the Y recursion.
+      perturbation: ``"gaussian"`` (σ = ``sigma``) or ``"rfgsm"`` (``init_std`` start, FGSM ``eps``).
+      clean_weight: w, the weight of the wrapped clean loss; the perturbed CE gets 1 − w.
+    """
+    rho = base.check_range(rho, "defense.rsnn.rho", low=0.0)
+    leak = base.check_range(leak, "defense.rsnn.leak", low=0.0)
+    base.check_choice(perturbation, "defense.rsnn.perturbation", PERTURBATIONS)
+    sigma = base.check_range(sigma, "defense.rsnn.sigma", low=0.0)
+    eps = base.check_range(eps, "defense.rsnn.eps", low=0.0)
+    init_std = base.check_range(init_std, "defense.rsnn.init_std", low=0.0)
+    w = base.check_range(clean_weight, "defense.rsnn.clean_weight", low=0.0, high=1.0)
+
+    def transform(loss_fn):
+        def mppd_loss_fn(params, model_state, batch, key):
+            k_pert, k_loss, k_fwd = jax.random.split(key, 3)
+            x, y = batch["image"], batch["label"]
+            x_pert = perturb(model, params, model_state, x, y, k_pert, perturbation=perturbation, sigma=sigma,
+                             eps=eps, init_std=init_std)
+            clean_loss, (new_state, metrics) = loss_fn(params, model_state, batch, k_loss)
+            _, _, i_clean = forward_with_current(model, jax.lax.stop_gradient(params), model_state, x, k_fwd)
+            z_pert, _, i_pert = forward_with_current(model, params, model_state, x_pert, k_fwd)
+            pert_loss = base.cross_entropy(z_pert, y).mean()
+            reg = mppd_penalty(i_clean, i_pert, leak)
+            loss = w * clean_loss + (1.0 - w) * pert_loss + rho * reg
+            metrics = dict(metrics, rsnn_penalty=reg, rsnn_pert_loss=pert_loss,
+                           rsnn_pert_accuracy=base.accuracy(z_pert, y))
+            return loss, (new_state, metrics)
+
+        return mppd_loss_fn
+
+    return transform
+
+
+def from_config(sub, model):
+    return membrane_stability(model, **base.settings("rsnn", sub, DEFAULTS))

@@ -1,0 +1,73 @@
+"""TRADES (Zhang et al. 2019, "Theoretically Principled Trade-off between Robustness and
+Accuracy", ICML).
+
+    x_adv = argmax_{‖x' − x‖∞ ≤ ε} KL(p(x) ‖ p(x'))      (PGD on the KL, BatchNorm in eval mode,
+                                                          start x + 0.001·N(0, I), last iterate)
+    loss  = L(x) + β·mean KL(p(x) ‖ p(x_adv))            (both forwards in training mode)
+
+``L`` is the wrapped loss (cross-entropy for vanilla training). Defaults are the paper's
+CIFAR-10 recipe: β = 6, ε = 0.031, step 0.007, 10 steps.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jsnn.defenses import base
+
+DEFAULTS = dict(beta=6.0, eps=0.031, step_size=0.007, steps=10, init_std=0.001)
+
+
+def craft_kl(logits_fn, x, key, *, eps: float, step_size: float, steps: int, init_std: float = 0.001):
+    """TRADES' inner maximization: L∞ PGD on ``KL(p(x) ‖ p(x'))``, returning the last iterate.
+
+    Args:
+      logits_fn: ``logits_fn(x, key) -> logits`` (evaluation mode).
+      x: clean images in [0, 1]; key: start noise and model noise (``fold_in`` per step).
+    """
+    from jsnn.attacks import common
+
+    k_init, k_model = jax.random.split(key)
+    p_clean = jax.lax.stop_gradient(logits_fn(x, k_model))
+    x0 = jnp.clip(x + init_std * jax.random.normal(k_init, x.shape, x.dtype), 0.0, 1.0)
+
+    def kl_sum(xa, k):
+        return base.kl_divergence(p_clean, logits_fn(xa, k)).sum()
+
+    def body(i, xa):
+        g = jax.grad(kl_sum)(xa, jax.random.fold_in(k_model, i + 1))
+        return common.project(xa + step_size * jnp.sign(g), x, eps, "linf")
+
+    return jax.lax.stop_gradient(jax.lax.fori_loop(0, steps, body, x0))
+
+
+def trades(model, *, beta: float = 6.0, eps: float = 0.031, step_size: float = 0.007, steps: int = 10,
+           init_std: float = 0.001):
+    """TRADES loss transform: ``L(x) + β·mean KL(p(x) ‖ p(x_adv))`` (module docstring)."""
+    beta = base.check_range(beta, "defense.trades.beta", low=0.0)
+    eps = base.check_range(eps, "defense.trades.eps", low=0.0)
+    step_size = base.check_range(step_size, "defense.trades.step_size", low=0.0)
+    steps = base.check_int(steps, "defense.trades.steps")
+    init_std = base.check_range(init_std, "defense.trades.init_std", low=0.0)
+
+    def transform(loss_fn):
+        def trades_loss_fn(params, model_state, batch, key):
+            k_attack, k_loss, k_fwd = jax.random.split(key, 3)
+            x = batch["image"]
+            logits_fn = base.eval_logits_fn(model, params, model_state)
+            x_adv = craft_kl(logits_fn, x, k_attack, eps=eps, step_size=step_size, steps=steps, init_std=init_std)
+            loss, (new_state, metrics) = loss_fn(params, model_state, batch, k_loss)
+            z_clean, _ = base.train_forward(model, params, model_state, x, k_fwd)
+            z_adv, _ = base.train_forward(model, params, model_state, x_adv, k_fwd)
+            kl = base.kl_divergence(z_clean, z_adv).mean()
+            metrics = dict(metrics, trades_kl=kl, trades_adv_accuracy=base.accuracy(z_adv, batch["label"]))
+            return loss + beta * kl, (new_state, metrics)
+
+        return trades_loss_fn
+
+    return transform
+
+
+def from_config(sub, model):
+    return trades(model, **base.settings("trades", sub, DEFAULTS))
