@@ -1,0 +1,196 @@
+"""FAB-T: targeted fast adaptive boundary attack, L∞ (Croce & Hein, ICML 2020).
+
+Reference: F. Croce, M. Hein, "Minimally distorted adversarial examples with a fast adaptive
+boundary attack", arXiv 1907.02044, and the targeted L∞ version in AutoAttack
+(``autoattack/fab_pt.py``, ``fab_projections.py``), which this module follows.
+
+FAB searches for the *smallest* perturbation that changes the decision. For a target class
+``t`` it linearises ``f(x) = z_t(x) − z_y(x)`` at the current iterate ``x⁽ⁱ⁾``, i.e. the
+hyperplane ``π = {z : ∇f·z = ∇f·x⁽ⁱ⁾ − f(x⁽ⁱ⁾)}``, and takes the box-constrained minimal L∞
+projections ``δ⁽ⁱ⁾ = proj_π(x⁽ⁱ⁾) − x⁽ⁱ⁾`` and ``δ₀ = proj_π(x₀) − x₀`` of the iterate and of the
+original point. With ``α = clip(‖δ⁽ⁱ⁾‖∞ / (‖δ⁽ⁱ⁾‖∞ + ‖δ₀‖∞), 0, α_max)`` the step is
+
+    x⁽ⁱ⁺¹⁾ = clip_[0,1]((1 − α)(x⁽ⁱ⁾ + η·δ⁽ⁱ⁾) + α(x₀ + η·δ₀)),
+
+(η = 1.05 overshoots, α_max = 0.1 biases towards the original point). When ``x⁽ⁱ⁺¹⁾`` is
+misclassified (any class ≠ y) it is recorded if it is the closest so far, then pulled back:
+``x⁽ⁱ⁺¹⁾ ← x₀ + β(x⁽ⁱ⁺¹⁾ − x₀)`` (β = 0.9). Targets are the classes with the 2nd … (k+1)-th
+largest clean logits (AutoAttack "standard": 9 targets, 1 restart, 100 iterations), run in
+that order, each only updating examples that are still robust; later restarts start from a
+uniform random point at L∞ distance ε/2. A found point counts only if its distance is ≤ ε,
+so ``x_adv`` is either the clean image or a misclassified point inside the ε-ball.
+
+In JAX every target run is computed on the whole batch with masks (one jitted
+``lax.while_loop`` over target runs, stopping when no example is left, around a
+``lax.fori_loop`` over iterations). ``key`` feeds the model's noise (a fresh key per call);
+FAB itself is deterministic apart from random restarts.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jsnn.attacks import common
+
+
+def projection_linf(t, w, b):
+    """Minimal L∞ step onto a hyperplane inside the box ``[0, 1]^n`` (batched).
+
+    Solves ``min ‖d‖∞  s.t.  w·(t + d) = b,  0 ≤ t + d ≤ 1`` row by row. With the residual
+    ``r = b − w·t`` every coordinate moves by ``d_i = sign(r·w_i)·min(δ, c_i)``, ``c_i`` the
+    room to the box in that direction; ``g(δ) = Σ|w_i|·min(δ, c_i)`` is piecewise linear and
+    nondecreasing, so the optimal ``δ`` solves ``g(δ) = |r|`` on the segment found from the
+    sorted breakpoints ``c_(k)``. If ``|r| > g(∞)`` the hyperplane is out of the box and the
+    step goes to the box corner that gets closest (as the reference ``projection_linf``).
+
+    Args:
+      t: points ``[N, n]`` in ``[0, 1]``.
+      w: normals ``[N, n]``.
+      b: offsets ``[N]``.
+
+    Returns:
+      ``d`` ``[N, n]``.
+    """
+    r = b - jnp.sum(w * t, axis=1)
+    direction = jnp.sign(r)[:, None] * jnp.sign(w)
+    room = jnp.where(direction > 0, 1.0 - t, t)
+    aw = jnp.abs(w)
+    need = jnp.abs(r)
+    order = jnp.argsort(room, axis=1)
+    room_s = jnp.take_along_axis(room, order, axis=1)
+    aw_s = jnp.take_along_axis(aw, order, axis=1)
+    saturated = jnp.cumsum(aw_s * room_s, axis=1) - aw_s * room_s  # Σ_{j<k} |w_j| c_j
+    free = jnp.sum(aw, axis=1, keepdims=True) - (jnp.cumsum(aw_s, axis=1) - aw_s)  # Σ_{j≥k} |w_j|
+    g = saturated + room_s * free  # g(c_(k)), nondecreasing in k
+    n = t.shape[1]
+    k = jnp.sum(g < need[:, None], axis=1)
+    kc = jnp.minimum(k, n - 1)[:, None]
+    a_k = jnp.take_along_axis(saturated, kc, axis=1)[:, 0]
+    w_k = jnp.take_along_axis(free, kc, axis=1)[:, 0]
+    delta = jnp.maximum(need - a_k, 0.0) / jnp.maximum(w_k, jnp.finfo(t.dtype).tiny)
+    delta = jnp.where(k < n, delta, jnp.inf)
+    return direction * jnp.minimum(delta[:, None], room)
+
+
+def _check(x, y, eps, n_iter, n_target_classes, n_restarts, alpha_max, eta, beta):
+    x, y = common.check_inputs(x, y)
+    common.check_eps(eps)
+    for name, v in (("n_iter", n_iter), ("n_target_classes", n_target_classes), ("n_restarts", n_restarts)):
+        common.check_positive_int(v, name)
+    if not 0 <= alpha_max <= 1:
+        raise ValueError(f"fab_t alpha_max: must be in [0, 1], got {alpha_max!r}")
+    if not eta >= 1:
+        raise ValueError(f"fab_t eta: must be >= 1, got {eta!r}")
+    if not 0 < beta < 1:
+        raise ValueError(f"fab_t beta: must be in (0, 1), got {beta!r}")
+    return x, y
+
+
+def fab_t(logits_fn, x, y, key, *, eps, n_iter: int = 100, n_target_classes: int = 9, n_restarts: int = 1,
+          alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, return_info: bool = False):
+    """Targeted FAB, L∞ (AutoAttack's FAB-T), one jitted computation.
+
+    Args:
+      logits_fn: ``logits_fn(x, key) -> [B, K]`` logits (a function or a ``jax.tree_util.Partial``).
+      x: clean images ``[B, H, W, C]`` in ``[0, 1]``.
+      y: labels ``[B]``.
+      key: PRNG key (model noise, random restarts).
+      eps: L∞ radius: a point found farther than ``eps`` is discarded.
+      n_iter: iterations per target and restart (100).
+      n_target_classes: targets, the classes ranked 2 … n_target_classes + 1 by clean logit
+        (9 in AutoAttack "standard"; must be < K).
+      n_restarts: runs per target; run ``r > 0`` starts at a random point of L∞ norm ε/2.
+      alpha_max, eta, beta: FAB's bias towards ``x₀``, overshoot and backtracking (0.1, 1.05, 0.9).
+      return_info: also return ``{"distance": [B]}``, the smallest L∞ distance of a
+        misclassified point found (``inf`` where none, 0 where ``x`` is already misclassified).
+
+    Returns:
+      ``x_adv``: a misclassified point within ε of ``x`` where one was found, else ``x``.
+    """
+    x, y = _check(x, y, eps, n_iter, n_target_classes, n_restarts, alpha_max, eta, beta)
+    x_adv, dist = _fab_t(common.as_partial(logits_fn), x, y, key, jnp.asarray(eps, x.dtype), n_iter=n_iter,
+                         n_target_classes=n_target_classes, n_restarts=n_restarts,
+                         alpha_max=float(alpha_max), eta=float(eta), beta=float(beta))
+    if return_info:
+        return x_adv, {"distance": dist}
+    return x_adv
+
+
+@functools.partial(jax.jit, static_argnames=("n_iter", "n_target_classes", "n_restarts",
+                                             "alpha_max", "eta", "beta"))
+def _fab_t(logits_fn, x, y, key, eps, *, n_iter, n_target_classes, n_restarts, alpha_max, eta, beta):
+    B = x.shape[0]
+    shape = x.shape
+    bcast = (-1,) + (1,) * (x.ndim - 1)
+    k_clean, k_runs = jax.random.split(key)
+    z = logits_fn(x, k_clean)
+    if n_target_classes >= z.shape[-1]:
+        raise ValueError(f"fab_t n_target_classes: must be < the number of classes {z.shape[-1]}, "
+                         f"got {n_target_classes}")
+    robust = jnp.argmax(z, -1) == y
+    ranking = jnp.argsort(z, axis=-1)  # ascending
+    n_runs = n_target_classes * n_restarts
+    linf = lambda a: jnp.max(jnp.abs(a.reshape(B, -1)), axis=1)
+
+    def diff_and_grad(x1, target, k):
+        def f(xx):
+            logits = logits_fn(xx, k)
+            zy = jnp.take_along_axis(logits, y[:, None], -1)[:, 0]
+            zt = jnp.take_along_axis(logits, target[:, None], -1)[:, 0]
+            return zt - zy
+        df, vjp = jax.vjp(f, x1)
+        return df, vjp(jnp.ones_like(df))[0]
+
+    def single_run(target, k, random_start):
+        k_start, k_iter = jax.random.split(k)
+        u = jax.random.uniform(k_start, shape, x.dtype, -1.0, 1.0)
+        start = x + 0.5 * eps * u / jnp.maximum(linf(u), 1e-12).reshape(bcast)
+        x1 = jnp.clip(jnp.where(random_start, start, x), 0.0, 1.0)
+        x0 = x.reshape(B, -1)
+
+        def body(i, carry):
+            x1, adv, res = carry
+            k_grad, k_pred = jax.random.split(jax.random.fold_in(k_iter, i))
+            df, dg = diff_and_grad(x1, target, k_grad)
+            w = dg.reshape(B, -1)
+            xf = x1.reshape(B, -1)
+            b = -df + jnp.sum(w * xf, axis=1)
+            d = projection_linf(jnp.concatenate([xf, x0]), jnp.concatenate([w, w]), jnp.concatenate([b, b]))
+            d1, d2 = d[:B], d[B:]
+            a1 = jnp.maximum(jnp.max(jnp.abs(d1), axis=1), 1e-8)
+            a2 = jnp.maximum(jnp.max(jnp.abs(d2), axis=1), 1e-8)
+            alpha = jnp.clip(a1 / (a1 + a2), 0.0, alpha_max)[:, None]
+            xf = jnp.clip((xf + eta * d1) * (1 - alpha) + (x0 + eta * d2) * alpha, 0.0, 1.0)
+            x1 = xf.reshape(shape)
+            is_adv = jnp.argmax(logits_fn(x1, k_pred), -1) != y
+            dist = linf(x1 - x)
+            closer = is_adv & (dist < res)
+            adv = jnp.where(closer.reshape(bcast), x1, adv)
+            res = jnp.where(closer, dist, res)
+            x1 = jnp.where(is_adv.reshape(bcast), x + (x1 - x) * beta, x1)
+            return x1, adv, res
+
+        init = (x1, x, jnp.full((B,), jnp.inf, x.dtype))
+        _, adv, res = jax.lax.fori_loop(0, n_iter, body, init)
+        return adv, res
+
+    def cond(state):
+        r, robust, _, _ = state
+        return (r < n_runs) & jnp.any(robust)
+
+    def run(state):
+        r, robust, x_adv, dist = state
+        target = ranking[:, -(2 + r // n_restarts)]
+        k_r, k_check = jax.random.split(jax.random.fold_in(k_runs, r))
+        adv, res = single_run(target, k_r, (r % n_restarts) > 0)
+        fooled = robust & (res <= eps) & (jnp.argmax(logits_fn(adv, k_check), -1) != y)
+        x_adv = jnp.where(fooled.reshape(bcast), adv, x_adv)
+        dist = jnp.where(robust, jnp.minimum(dist, res), dist)
+        return r + 1, robust & ~fooled, x_adv, dist
+
+    dist0 = jnp.where(robust, jnp.inf, 0.0).astype(x.dtype)
+    _, _, x_adv, dist = jax.lax.while_loop(cond, run, (jnp.int32(0), robust, x, dist0))
+    return x_adv, dist

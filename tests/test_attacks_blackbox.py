@@ -1,0 +1,271 @@
+"""Tests of jsnn.attacks.square, jsnn.attacks.fab and jsnn.attacks.autoattack."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.optimize import linprog
+from sklearn.datasets import load_digits
+
+from jsnn import models
+from jsnn.attacks import common
+from jsnn.attacks.apgd import apgd, apgd_targeted
+from jsnn.attacks.autoattack import _correct_fraction, autoattack
+from jsnn.attacks.fab import fab_t, projection_linf
+from jsnn.attacks.square import margin, p_selection, square, square_sizes
+from jsnn.layers import EncoderConfig
+
+KEY = jax.random.PRNGKey(0)
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+def linear_problem(ratios, eps=0.05, n=64, classes=2):
+    """Linear classifier z = (−s, s, ...) with s = w·x − w·½; example i has |s_i| = ratios[i]·ε‖w‖₁.
+
+    For L∞ radius ε (and x ± ε inside [0, 1]) an example can be fooled iff |s| < ε‖w‖₁, i.e.
+    ratio < 1; its minimal L∞ adversarial distance is |s| / ‖w‖₁ = ratio·ε.
+    """
+    w = jax.random.normal(jax.random.PRNGKey(1), (n,))
+    ratios = jnp.asarray(ratios, jnp.float32)
+    B = ratios.shape[0]
+    sgn = jnp.where(jnp.arange(B) % 2 == 0, 1.0, -1.0)
+    v = jnp.sign(w) * jax.random.uniform(jax.random.PRNGKey(2), (B, n), minval=0.2, maxval=1.0)
+    c = ratios * eps * jnp.abs(w).sum() * sgn / (v @ w)
+    x = (0.5 + c[:, None] * v).reshape(B, 8, n // 8, 1)
+
+    def logits_fn(x, key):
+        del key
+        s = x.reshape(x.shape[0], -1) @ w - 0.5 * w.sum()
+        extra = [-jnp.abs(s) - 1.0 - k for k in range(classes - 2)]  # never the top class
+        return jnp.stack([-s, s] + extra, -1)
+
+    y = jnp.argmax(logits_fn(x, None), -1)
+    assert float(jnp.max(jnp.abs(x - 0.5))) + eps < 0.5  # the box never binds
+    return logits_fn, x, y, w
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    return jnp.asarray(d.images[:12, :, :, None] / 16.0, jnp.float32), jnp.asarray(d.target[:12], jnp.int32)
+
+
+def _spiking_model(x, encoder=EncoderConfig()):
+    """Random-init DigitsConv with weights ×3 so that spikes reach the readout."""
+    m = models.get_model("digits_conv", num_classes=10, T=2, encoder=encoder)
+    init = jax.jit(functools.partial(m.init, train=False))
+    v = init({"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)}, x)
+    v = {"params": jax.tree.map(lambda p: 3.0 * p, v["params"]), "batch_stats": v["batch_stats"]}
+    return jax.jit(models.logits_fn(m, v))
+
+
+@pytest.fixture(scope="module")
+def conv(digits):
+    x, _ = digits
+    fn = _spiking_model(x)
+    y_pred = jnp.argmax(fn(x, KEY), -1)
+    return fn, x, y_pred
+
+
+def in_ball(x_adv, x, eps, tol=1e-6):
+    x_adv, x = np.asarray(x_adv), np.asarray(x)
+    return (np.abs(x_adv - x).max() <= eps + tol) and x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+
+
+# ----------------------------------------------------------------------------- Square
+
+
+def test_p_schedule_matches_reference():
+    # Reference p_selection: it = int(i / n_queries * 10000); p_init halved after 10, 50, ...
+    assert p_selection(10, 10000) == 0.8 and p_selection(11, 10000) == 0.4
+    assert p_selection(50, 10000) == 0.4 and p_selection(51, 10000) == 0.2
+    assert p_selection(5, 5000) == 0.8 and p_selection(6, 5000) == 0.4  # rescaled: 6/5000·1e4 = 12
+    assert p_selection(9999, 10000) == pytest.approx(0.8 / 512)
+    sizes = square_sizes(5000, 0.8, 8, 8)
+    assert sizes.shape == (4998,)
+    assert sizes[0] == 7  # round(√(0.8·64)) = 7
+    assert sizes[-1] == 1  # max(round(√(0.8/512·64)), 1)
+    assert np.all(np.diff(sizes) <= 0)
+
+
+def test_square_linear_model_analytic():
+    ratios = np.tile([0.3, 0.6, 0.9, 0.97, 1.03, 1.1, 1.5, 3.0], 4)
+    fn, x, y, _ = linear_problem(ratios)
+    x_adv, info = square(fn, x, y, KEY, eps=0.05, n_queries=2000, return_info=True)
+    fooled = np.asarray(jnp.argmax(fn(x_adv, None), -1) != y)
+    np.testing.assert_array_equal(fooled, ratios < 1.0)  # accuracy = the analytic value
+    assert in_ball(x_adv, x, 0.05)
+    q = np.asarray(info["queries"])
+    assert q.max() <= 2000 and np.all(q[ratios > 1] == 2000) and np.all(q[ratios < 1] < 2000)
+    assert np.all(np.asarray(info["margin"]) <= np.asarray(margin(fn(x, None), y)))
+
+
+def test_square_on_spiking_model_invariants(conv, digits):
+    fn, x, _ = conv
+    y = digits[1]  # true labels: some examples are misclassified from the start
+    m_clean = np.asarray(margin(fn(x, KEY), y))
+    x_adv, info = square(fn, x, y, KEY, eps=0.1, n_queries=100, return_info=True)
+    assert in_ball(x_adv, x, 0.1)
+    m_adv = np.asarray(margin(fn(x_adv, KEY), y))
+    assert np.all(m_adv <= m_clean + 1e-6)  # never worse than the clean point
+    np.testing.assert_allclose(m_adv, np.asarray(info["margin"]), atol=1e-5)
+    q = np.asarray(info["queries"])
+    assert np.all(q <= 100) and np.all(q[m_clean <= 0] == 1)  # misclassified: clean query only
+    np.testing.assert_array_equal(np.asarray(x_adv)[m_clean <= 0], np.asarray(x)[m_clean <= 0])
+    again = square(fn, x, y, KEY, eps=0.1, n_queries=100)
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(x_adv))  # deterministic for a fixed key
+
+
+def test_square_stochastic_eot():
+    fn0, x, y, w = linear_problem(np.tile([0.3, 2.0], 4))
+
+    def noisy(x, key):
+        return fn0(x, None) + 0.1 * jax.random.normal(key, (x.shape[0], 2))
+
+    a, info = square(noisy, x, y, KEY, eps=0.05, n_queries=500, eot=4, return_info=True)
+    b = square(noisy, x, y, KEY, eps=0.05, n_queries=500, eot=4)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # deterministic for a fixed key
+    assert in_ball(a, x, 0.05)
+    # The search stops once the EOT score (mean of 4 draws) is <= 0: the true margin is then
+    # near 0 (noise std of the score ≈ 0.07), far below the clean margin (≈ 1.7).
+    score, clean, true = (np.asarray(v) for v in (info["margin"], margin(fn0(x, None), y), margin(fn0(a, None), y)))
+    assert np.all(score[::2] <= 0) and np.all(true[::2] < 0.1 * clean[::2])
+    assert np.all(score[1::2] > 0) and np.all(true[1::2] > 0)
+
+
+@pytest.mark.parametrize("kwargs,field", [(dict(eps=-0.1), "eps"), (dict(eps=0.1, n_queries=1), "n_queries"),
+                                          (dict(eps=0.1, p_init=1.5), "p_init"), (dict(eps=0.1, eot=0), "eot")])
+def test_square_errors(kwargs, field):
+    fn, x, y, _ = linear_problem([0.5, 2.0])
+    with pytest.raises(ValueError, match=field):
+        square(fn, x, y, KEY, **kwargs)
+
+
+# ----------------------------------------------------------------------------- FAB-T
+
+
+def test_projection_linf_matches_linear_program():
+    rng = np.random.default_rng(0)
+    N, n = 24, 6
+    t = rng.uniform(0, 1, (N, n))
+    w = rng.normal(size=(N, n))
+    w[0, :3] = 0.0
+    b = np.sum(w * rng.uniform(0, 1, (N, n)), 1)  # hyperplanes through the box: feasible
+    b[1] = w[1] @ t[1]  # already on the plane
+    b[-4:] += 3.0 * np.abs(w[-4:]).sum(1) * np.sign(rng.normal(size=4))  # out of the box
+    with jax.enable_x64(True):
+        d = np.asarray(projection_linf(jnp.asarray(t), jnp.asarray(w), jnp.asarray(b)))
+    assert np.all(t + d >= -1e-12) and np.all(t + d <= 1 + 1e-12)
+    for i in range(N):
+        r = b[i] - w[i] @ t[i]
+        A_ub = np.r_[np.c_[np.eye(n), -np.ones(n)], np.c_[-np.eye(n), -np.ones(n)]]
+        bounds = [(-t[i, j], 1 - t[i, j]) for j in range(n)] + [(0, None)]
+        lp = linprog(np.r_[np.zeros(n), 1.0], A_ub=A_ub, b_ub=np.zeros(2 * n), A_eq=np.r_[w[i], 0.0][None],
+                     b_eq=[r], bounds=bounds)
+        if i < N - 4:
+            assert lp.status == 0
+            assert np.abs(d[i]).max() == pytest.approx(lp.fun, abs=1e-10)
+            assert w[i] @ d[i] == pytest.approx(r, abs=1e-10)
+        else:  # infeasible: the box corner that gets closest, as the reference does
+            assert lp.status == 2
+            corner = np.where(np.sign(r) * w[i] > 0, 1.0, 0.0)
+            np.testing.assert_allclose(t[i] + d[i], np.where(w[i] != 0, corner, t[i]), atol=1e-12)
+
+
+def test_fab_t_linear_model_minimal_distance():
+    ratios = np.tile([0.3, 0.6, 0.9, 0.98, 1.02, 1.1, 2.0, 0.1], 2)
+    fn, x, y, _ = linear_problem(ratios, classes=3)
+    x_adv, info = fab_t(fn, x, y, KEY, eps=0.05, n_iter=50, n_target_classes=2, return_info=True)
+    dist = np.asarray(info["distance"]) / 0.05
+    # FAB approaches the boundary from outside: never closer than the minimum, and within 1 %.
+    assert np.all(dist >= ratios * (1 - 1e-5)) and np.all(dist <= ratios * 1.01)
+    fooled = np.asarray(jnp.argmax(fn(x_adv, None), -1) != y)
+    np.testing.assert_array_equal(fooled, ratios < 1.0)
+    assert in_ball(x_adv, x, 0.05)
+    np.testing.assert_array_equal(np.asarray(x_adv)[~fooled], np.asarray(x)[~fooled])
+
+
+def test_fab_t_on_spiking_model_invariants(conv, digits):
+    fn, x, _ = conv
+    y = digits[1]
+    x_adv, info = fab_t(fn, x, y, KEY, eps=0.1, n_iter=5, n_target_classes=3, return_info=True)
+    assert in_ball(x_adv, x, 0.1)
+    clean_wrong = np.asarray(jnp.argmax(fn(x, KEY), -1) != y)
+    changed = np.any(np.asarray(x_adv) != np.asarray(x), axis=(1, 2, 3))
+    adv_wrong = np.asarray(jnp.argmax(fn(x_adv, KEY), -1) != y)
+    assert np.all(adv_wrong[changed]) and not np.any(changed & clean_wrong)
+    assert np.all(np.asarray(info["distance"])[clean_wrong] == 0)
+    with pytest.raises(ValueError, match="n_target_classes"):
+        fab_t(fn, x, y, KEY, eps=0.1, n_iter=2, n_target_classes=10)
+
+
+# ----------------------------------------------------------------------------- AutoAttack
+
+SMALL = dict(steps=5, n_queries=100, num_targets=3)
+
+
+def test_autoattack_standard(conv):
+    fn, x, y = conv
+    eps = 0.05
+    res = autoattack(fn, x, y, KEY, eps=eps, **SMALL)
+    assert list(res.log) == ["clean", "apgd-ce", "apgd-t", "fab-t", "square"]
+    accs = list(res.log.values())
+    assert accs[0] == 1.0 and all(a >= b for a, b in zip(accs, accs[1:]))
+    assert accs[-1] < 1.0
+    assert in_ball(res.x_adv, x, eps)
+    wrong = np.asarray(jnp.argmax(fn(jnp.asarray(res.x_adv), KEY), -1) != y)
+    np.testing.assert_array_equal(wrong, ~res.robust)
+    np.testing.assert_array_equal(res.x_adv[res.robust], np.asarray(x)[res.robust])
+    assert res.draw_accuracy == pytest.approx(accs[-1])
+    # robust accuracy ≤ each component alone
+    alone = {
+        "apgd-ce": apgd(fn, x, y, KEY, eps=eps, steps=5),
+        "apgd-t": apgd_targeted(fn, x, y, KEY, eps=eps, steps=5, num_targets=3),
+        "fab-t": fab_t(fn, x, y, KEY, eps=eps, n_iter=5, n_target_classes=3),
+        "square": square(fn, x, y, KEY, eps=eps, n_queries=100),
+    }
+    for name, xa in alone.items():
+        acc = float(jnp.mean(jnp.argmax(fn(xa, KEY), -1) == y))
+        assert res.log["square"] <= acc, name
+    again = autoattack(fn, x, y, KEY, eps=eps, **SMALL)
+    np.testing.assert_array_equal(again.x_adv, res.x_adv)
+    assert again.log == res.log
+
+
+def test_autoattack_rand_stochastic_model(digits):
+    x, _ = digits
+    fn = _spiking_model(x, EncoderConfig(name="rsc", sigma=0.05))
+    y = jnp.argmax(jnp.mean(jnp.stack([fn(x, k) for k in jax.random.split(KEY, 8)]), 0), -1)
+    eps, draws = 0.05, 5
+    res = autoattack(fn, x, y, KEY, eps=eps, version="rand", eot=2, steps=5, judge_draws=draws)
+    assert list(res.log) == ["clean", "apgd-ce", "apgd-dlr"]
+    accs = list(res.log.values())
+    assert all(a >= b for a, b in zip(accs, accs[1:]))
+    assert in_ball(res.x_adv, x, eps)
+    for loss in ("ce", "dlr"):
+        xa = apgd(fn, x, y, KEY, eps=eps, steps=5, loss=loss, eot=2)
+        frac = _correct_fraction(common.as_partial(fn), xa, y, jax.random.PRNGKey(5), draws=draws)
+        assert res.log["apgd-dlr"] <= float(jnp.mean(frac > 0.5)), loss
+    assert 0.0 <= res.draw_accuracy <= 1.0
+
+
+def test_autoattack_chunks_linear_model():
+    ratios = np.array([0.3, 3.0, 0.5, 2.0, 0.3, 3.0, 0.4, 5.0])
+    fn, x, y, _ = linear_problem(ratios, classes=4)
+    res = autoattack(fn, x, y, KEY, eps=0.05, batch_size=3, **SMALL)  # chunks of 3, the last padded
+    np.testing.assert_array_equal(res.robust, ratios > 1)
+    assert res.log["clean"] == 1.0 and res.log["square"] == 0.5
+    assert in_ball(res.x_adv, x, 0.05)
+    assert np.all(np.asarray(jnp.argmax(fn(jnp.asarray(res.x_adv), None), -1) != y) == (ratios < 1))
+
+
+@pytest.mark.parametrize("kwargs,field", [(dict(version="plus"), "version"), (dict(norm="l2"), "norm"),
+                                          (dict(batch_size=0), "batch_size"), (dict(eot=0), "eot")])
+def test_autoattack_errors(kwargs, field):
+    fn, x, y, _ = linear_problem([0.5, 2.0], classes=4)
+    with pytest.raises(ValueError, match=field):
+        autoattack(fn, x, y, KEY, eps=0.1, **kwargs)
