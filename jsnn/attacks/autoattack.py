@@ -19,12 +19,12 @@ judged on ``judge_draws`` fresh draws of the model's noise (default 1 for "stand
 "rand"); it counts as correctly classified iff more than half of the draws predict ``y``. The
 clean accuracy and every attack's output are judged this way; an example is fooled by an
 attack iff its point is judged misclassified. ``draw_accuracy`` additionally reports the mean
-per-draw accuracy of the final points (the expected accuracy of the stochastic classifier).
+per-draw accuracy of the final points (the expected accuracy of the stochastic classifier)
+and ``all_draws_accuracy`` the fraction correct in every draw.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
@@ -35,7 +35,7 @@ from absl import logging
 
 from jsnn.attacks import common
 from jsnn.attacks.apgd import apgd, apgd_targeted
-from jsnn.attacks.eot import check_eot
+from jsnn.attacks.eot import check_eot, correct_draws
 from jsnn.attacks.fab import fab_t
 from jsnn.attacks.square import square
 
@@ -53,6 +53,8 @@ class AutoAttackResult(NamedTuple):
       seconds: wall time of each stage (compilation included).
       draw_accuracy: mean over examples and ``judge_draws`` fresh draws of ``argmax = y`` at
         ``x_adv`` (equals ``log[last]`` for deterministic models).
+      all_draws_accuracy: fraction of examples correct at ``x_adv`` in every one of
+        ``judge_draws`` fresh draws (cf. :func:`jsnn.attacks.eot.robust_accuracy`).
     """
 
     x_adv: np.ndarray
@@ -60,18 +62,7 @@ class AutoAttackResult(NamedTuple):
     log: Dict[str, float]
     seconds: Dict[str, float]
     draw_accuracy: float
-
-
-@functools.partial(jax.jit, static_argnames=("draws",))
-def _correct_fraction(logits_fn, x, y, key, *, draws: int):
-    """Fraction of ``draws`` fresh noise draws where ``argmax logits_fn(x) = y`` → ``[B]``."""
-
-    def one(k):
-        return (jnp.argmax(logits_fn(x, k), -1) == y).astype(jnp.float32)
-
-    if draws == 1:
-        return one(key)
-    return jax.lax.map(one, jax.random.split(key, draws)).mean(0)
+    all_draws_accuracy: float
 
 
 def _suite(version: str, *, eps, norm: str, steps: int, num_targets: int, n_queries: int, eot: int,
@@ -145,8 +136,8 @@ def autoattack(logits_fn, x, y, key, *, eps, norm: str = "linf", version: str = 
             sel = indices[start:start + chunk]
             yield c, sel, np.resize(sel, chunk)  # pad by repetition: one shape per attack
 
-    def judge(xb, yb, k):
-        return np.asarray(_correct_fraction(fn, xb, yb, k, draws=judge_draws))
+    def judge(xb, yb, k):  # fraction of fresh draws classifying correctly, [chunk]
+        return np.asarray(correct_draws(fn, xb, yb, k, draws=judge_draws, chunk=eot_chunk).mean(0))
 
     t0 = time.perf_counter()
     frac = np.zeros(n, np.float32)
@@ -178,8 +169,8 @@ def autoattack(logits_fn, x, y, key, *, eps, norm: str = "linf", version: str = 
             logging.info("autoattack %s: robust accuracy %.4f (%d images attacked, %.1f s, %.1f images/s)",
                          name, log[name], len(remaining), seconds[name],
                          len(remaining) / max(seconds[name], 1e-9))
-    draws = np.zeros(n, np.float32)
+    final = np.zeros(n, np.float32)
     k_final = common.fold(key, len(suite) + 1)
     for c, sel, pad in chunks(np.arange(n)):
-        draws[sel] = judge(jnp.asarray(x_adv[pad]), y[pad], common.fold(k_final, c))[:len(sel)]
-    return AutoAttackResult(x_adv, robust, log, seconds, float(draws.mean()))
+        final[sel] = judge(jnp.asarray(x_adv[pad]), y[pad], common.fold(k_final, c))[:len(sel)]
+    return AutoAttackResult(x_adv, robust, log, seconds, float(final.mean()), float((final == 1.0).mean()))
