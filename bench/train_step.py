@@ -6,7 +6,7 @@ The model is launch/configs/default.py's DigitsConv (conv32-BN-LIF, conv64-BN-LI
 fc128-BN-LIF, fc10; T=4, direct coding, LIF τ=2 decay_input, hard reset 0, sigmoid(4) surrogate,
 time-averaged logits, BatchNorm over merged T·B) trained with SGD momentum 0.9 + coupled L2.
 jsnn: one jitted step (compile time reported apart). Peer: SpikingJelly 2.0 multi-step LIFNode
-(torch backend) + torch.optim.SGD, run in its own virtualenv in a subprocess. Both: warm-up, then
+(its CPU path; 2.0 has no ``backend=`` argument) + torch.optim.SGD, run in its own virtualenv in a subprocess. Both: warm-up, then
 the median of ``--repeats`` timings of ``--steps`` steps on the same random batch, 2 threads.
 """
 
