@@ -180,6 +180,27 @@ def parse_grid(spec, config) -> Grid:
     return tuple(axes)
 
 
+def parse_overrides(spec, config, where: str = "overrides") -> Dict[str, Any]:
+    """``'a.b=1;c=x,y'`` (fields separated by ``;``, the value may hold commas) → ``{path: typed value}``.
+
+    Values take the types of ``config``'s fields, as in :func:`parse_grid`.
+    """
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        return {}
+    out = {}
+    for part in str(spec).split(";"):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise ValueError(f"{where}: {part.strip()!r} must look like 'path=value' (fields joined by ';')")
+        path, text = (x.strip() for x in part.split("=", 1))
+        try:
+            out[path] = parse_value(config, path, text)
+        except ValueError as e:
+            raise ValueError(str(e).replace("grid:", f"{where}:", 1)) from None
+    return out
+
+
 def parse_seeds(spec) -> Tuple[int, ...]:
     """``'0,1,2'``, ``'0:5'`` (= 0..4), a sequence of ints, or an int → a tuple of distinct seeds."""
     if isinstance(spec, int) and not isinstance(spec, bool):
@@ -325,10 +346,10 @@ def _read_json(path: str):
 
 
 def is_finished(run_dir: str, evaluate: bool = False) -> bool:
-    """A run is finished iff ``results.json`` exists (and ``robustness.json`` when evaluating)."""
+    """A run is finished iff ``results.json`` exists (and, when evaluating, a complete ``robustness.json``)."""
     if not os.path.exists(os.path.join(run_dir, RESULTS)):
         return False
-    return not evaluate or os.path.exists(os.path.join(run_dir, ROBUSTNESS))
+    return not evaluate or evaluation_complete(os.path.join(run_dir, ROBUSTNESS))
 
 
 def check_same_config(run_dir: str, config) -> None:
@@ -370,6 +391,12 @@ def train_command(config_file: str, run_dir: str, overrides: Iterable[Tuple[str,
     return cmd + [f"--config.{k}={_cli_value(v)}" for k, v in pairs]
 
 
+def evaluate_command(run_dir: str, overrides: Optional[Mapping[str, Any]] = None) -> List[str]:
+    """The ``launch.evaluate`` command that evaluates one run alone (what ``--isolate --evaluate`` executes)."""
+    return ([sys.executable, "-m", "launch.evaluate", f"--workdir={run_dir}"]
+            + [f"--evaluate.{k}={_cli_value(v)}" for k, v in (overrides or {}).items()])
+
+
 def shell_command(cmd: Sequence[str]) -> str:
     """``cmd`` as a copy-pasteable shell line (``python`` for the interpreter)."""
     parts = ["python" if i == 0 and c == sys.executable else c for i, c in enumerate(cmd)]
@@ -388,17 +415,20 @@ class SweepReport(NamedTuple):
     failed: List[str]
 
 
-def default_evaluate(run_dir: str, config) -> None:
-    """Writes ``run_dir/robustness.json`` with the evaluation suite of ``jsnn.evaluate``."""
-    try:
-        from jsnn import evaluate as evaluate_lib  # noqa: F401
-    except ImportError as e:
-        raise RuntimeError("sweep --evaluate needs jsnn.evaluate, which is not available "
-                           f"in this installation ({e})") from None
-    fn = getattr(evaluate_lib, "evaluate_workdir", None)
-    if fn is None:
-        raise RuntimeError("jsnn.evaluate has no evaluate_workdir(workdir, ...) entry point")
-    fn(run_dir)
+def make_evaluate(overrides: Optional[Mapping[str, Any]] = None):
+    """``evaluate(run_dir, config)`` running ``jsnn.evaluate.evaluate_workdir`` (itself resumable).
+
+    The suite comes from each run's ``config.evaluate`` (so a grid can sweep it), then
+    ``overrides`` (``{'attacks': 'clean,pgd10', 'num_examples': 500, ...}``).
+    """
+
+    def evaluate(run_dir: str, config) -> None:
+        del config  # evaluate_workdir reads the run's own config.json
+        from jsnn import evaluate as evaluate_lib
+
+        evaluate_lib.evaluate_workdir(run_dir, overrides=dict(overrides or {}) or None)
+
+    return evaluate
 
 
 def _broadcast_flags(flags_: np.ndarray) -> np.ndarray:
@@ -498,16 +528,45 @@ def run_sweep(base_config, workdir: str, grid: Grid = (), seeds: Sequence[int] =
 
 
 def robust_metrics(robustness: Mapping) -> Dict[str, float]:
-    """Every numeric accuracy in a ``robustness.json`` dict, by its dotted key path.
+    """The accuracies of a ``robustness.json`` (``jsnn.evaluate``), in the suite's order.
 
-    A leaf counts when its key path mentions ``accuracy`` (``attacks.pgd.robust_accuracy``,
-    ``worst_case.accuracy``, ...); lists (per-ε curves) are left to the evaluation's own plots.
+    Every suite record (``records[name].accuracy``; sanity-only and skipped records left out), then
+    ``worst_case`` (the strongest attack at the main ε). For stochastic models each also gets
+    ``<name> (all draws)``: the fraction of examples correct in every judgement draw.
     """
+    records = robustness.get("records") or {}
+    order = list(robustness.get("suite") or []) + [n for n in records if n not in (robustness.get("suite") or [])]
+    stochastic = bool(robustness.get("stochastic", False))
     out = {}
-    for k, v in _flat(robustness).items():
-        if "accuracy" in k.lower() and isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[k] = float(v)
+    for name in order:
+        r = records.get(name)
+        if not isinstance(r, Mapping) or r.get("skip") or r.get("purpose", "suite") != "suite":
+            continue
+        if isinstance(r.get("accuracy"), (int, float)):
+            out[name] = float(r["accuracy"])
+            if stochastic and isinstance(r.get("accuracy_all_draws"), (int, float)):
+                out[f"{name} (all draws)"] = float(r["accuracy_all_draws"])
+    worst = robustness.get("worst_case") or {}
+    if isinstance(worst.get("accuracy"), (int, float)):
+        out["worst_case"] = float(worst["accuracy"])
+        if stochastic and isinstance(worst.get("accuracy_all_draws"), (int, float)):
+            out["worst_case (all draws)"] = float(worst["accuracy_all_draws"])
     return out
+
+
+def evaluation_complete(path: str) -> bool:
+    """Whether a ``robustness.json`` holds the whole suite (``jsnn.evaluate`` rewrites it after every
+    attack, so its existence alone does not mean the evaluation finished)."""
+    if not os.path.exists(path):
+        return False
+    try:
+        doc = _read_json(path)
+    except (OSError, ValueError):
+        return False
+    if "complete" in doc:
+        return bool(doc["complete"])
+    records = doc.get("records") or {}
+    return doc.get("gradients") is not None and all(n in records for n in doc.get("suite") or [])
 
 
 def run_metrics(run_dir: str) -> Optional[Dict[str, float]]:
@@ -545,9 +604,10 @@ def summarize(grid: Grid, seeds: Sequence[int], results: Mapping[Run, Mapping[st
 
     Returns:
       ``(rows, metrics)``: rows in grid order (points with no finished seed left out), and the
-      metric names (``clean_accuracy`` first, then the robust ones sorted).
+      metric names (``clean_accuracy`` first, then the robust ones in the order they first appear).
     """
-    names = sorted({k for m in results.values() for k in m} - {CLEAN_METRIC})
+    names = list(dict.fromkeys(k for run in expand(grid, seeds) if run in results for k in results[run]
+                               if k != CLEAN_METRIC))  # first-appearance order: the evaluation suite's
     metrics = [CLEAN_METRIC] + names if results else []
     rows = []
     for point in grid_points(grid):
@@ -672,9 +732,18 @@ def plot_summary(directory: str, grid: Grid, rows: Sequence[Row], metrics: Seque
     return files
 
 
+def _commands(c) -> Dict[str, Any]:
+    if c is None:
+        return {}
+    return {"command": c} if isinstance(c, str) else dict(c)
+
+
 def write_sweep_record(workdir: str, base_config, grid: Grid, seeds: Sequence[int],
-                       commands: Optional[Mapping[str, str]] = None) -> None:
-    """``sweep.json``: the grid, the seeds, the base config and, per run, the command that reruns it alone."""
+                       commands: Optional[Mapping[str, Any]] = None) -> None:
+    """``sweep.json``: the grid, the seeds, the base config and, per run, the commands that rerun it alone.
+
+    ``commands[name]`` is a string (the ``launch.train`` command) or a dict of named commands.
+    """
     from jsnn import train
 
     record = {
@@ -682,7 +751,7 @@ def write_sweep_record(workdir: str, base_config, grid: Grid, seeds: Sequence[in
         "seeds": list(seeds),
         "base_config": train.config_to_dict(base_config),
         "runs": [{"name": r.name, "seed": r.seed, "point": {p: v for p, v in r.point},
-                  **({"command": commands[r.name]} if commands and r.name in commands else {})}
+                  **(_commands(commands.get(r.name)) if commands else {})}
                  for r in expand(grid, seeds)],
     }
     train.write_json_atomic(os.path.join(workdir, SWEEP_JSON), record)

@@ -6,7 +6,9 @@
 Every combination trains in ``WORKDIR/<path>=<value>,.../seed=<s>/`` (``results.json``, and
 ``robustness.json`` with ``--evaluate``); then ``WORKDIR/summary.csv``, ``WORKDIR/summary.md``
 (mean ± sample std, ddof=1, over seeds) and ``WORKDIR/plots/<metric>.png`` are written.
-``WORKDIR/sweep.json`` lists every run with the ``launch.train`` command that reruns it alone.
+``WORKDIR/sweep.json`` lists every run with the ``launch.train`` (and ``launch.evaluate``) command
+that reruns it alone. ``--evaluate_overrides='attacks=clean,fgsm,pgd10;num_examples=500'`` changes
+the evaluation suite of every run (over each run's ``config.evaluate``, then jsnn.evaluate's defaults).
 A config file may define ``get_sweep()`` returning ``{'grid': ..., 'seeds': ...}`` (a sweep config
 file); ``--grid``/``--seeds`` override it.
 
@@ -48,6 +50,8 @@ flags.DEFINE_string("seeds", None, "Seeds, '0,1,2' or a range '0:5'. Default: ge
 flags.DEFINE_string("grid", None, "Grid 'path=v1,v2;path=v1,v2' over config fields. Default: get_sweep()'s.")
 flags.DEFINE_string("shard", "0/1", "This process's share 'i/n' of the sorted run list (round-robin).")
 flags.DEFINE_bool("evaluate", False, "Also run the robustness evaluation (robustness.json) for every run.")
+flags.DEFINE_string("evaluate_overrides", None, "Evaluation settings over each run's config.evaluate, "
+                    "'field=value;field=value' (e.g. 'attacks=clean,fgsm,pgd10;num_examples=500').")
 flags.DEFINE_bool("summarize_only", False, "Only write summary.csv/summary.md/plots from existing results.")
 flags.DEFINE_bool("isolate", False, "Run each run as a `python -m launch.train` subprocess (crash isolation).")
 flags.DEFINE_string("compilation_cache", None, "Persistent XLA compilation cache directory "
@@ -94,19 +98,30 @@ def main(argv):
 
         overrides = list(config_flags.get_override_values(FLAGS["config"]).items())
         runs = sweep.expand(grid, seeds)
-        commands = {r.name: sweep.shell_command(sweep.train_command(config_file, os.path.join(workdir, r.name),
-                                                                    overrides, r)) for r in runs}
+        evaluate = None
+        eval_overrides = {}
+        if FLAGS.evaluate:
+            from jsnn import evaluate as evaluate_lib
+
+            eval_overrides = sweep.parse_overrides(FLAGS.evaluate_overrides, evaluate_lib.default_eval_config(),
+                                                   "evaluate_overrides")
+            evaluate = sweep.make_evaluate(overrides=eval_overrides)
+        commands = {}
+        for r in runs:
+            run_dir = os.path.join(workdir, r.name)
+            commands[r.name] = {"command": sweep.shell_command(sweep.train_command(config_file, run_dir, overrides, r))}
+            if FLAGS.evaluate:
+                commands[r.name]["evaluate_command"] = sweep.shell_command(sweep.evaluate_command(run_dir,
+                                                                                                  eval_overrides))
         is_main = jax.process_index() == 0
         if not FLAGS.summarize_only:
             if is_main:
                 sweep.write_sweep_record(workdir, base, grid, seeds, commands)
             command_fn = eval_command_fn = None
-            evaluate = sweep.default_evaluate if FLAGS.evaluate else None
             if FLAGS.isolate:
                 command_fn = lambda run, run_dir: sweep.train_command(config_file, run_dir, overrides, run)
                 if FLAGS.evaluate:
-                    eval_command_fn = lambda run, run_dir: [sys.executable, "-m", "launch.evaluate",
-                                                            f"--workdir={run_dir}"]
+                    eval_command_fn = lambda run, run_dir: sweep.evaluate_command(run_dir, eval_overrides)
                     evaluate = None
             report = sweep.run_sweep(base, workdir, grid, seeds, shard=shard, evaluate=evaluate,
                                      command_fn=command_fn, eval_command_fn=eval_command_fn,

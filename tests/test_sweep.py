@@ -128,6 +128,49 @@ def _write_run(workdir, run, clean, robust=None, config=None):
             json.dump(robust, f)
 
 
+def _robustness(pgd, worst, stochastic=False, complete=True):
+    """A robustness.json shaped like jsnn.evaluate's (records in suite order, worst case, sanity)."""
+    records = {
+        "clean": {"attack": "clean", "purpose": "suite", "accuracy": 0.9, "accuracy_all_draws": 0.8},
+        "pgd10-linf-eps8/255": {"attack": "pgd", "purpose": "suite", "accuracy": pgd, "accuracy_all_draws": 0.0},
+        "square-linf-eps8/255": {"attack": "square", "skip": "implemented for linf only"},
+        "pgd10-linf-eps0.5-large": {"attack": "pgd", "purpose": "sanity: large eps", "accuracy": 0.0},
+    }
+    suite = list(records)
+    if not complete:
+        del records["pgd10-linf-eps0.5-large"]
+    return {"records": records, "suite": suite, "stochastic": stochastic, "gradients": {"x": 0.0} if complete else None,
+            "worst_case": {"accuracy": worst, "accuracy_all_draws": 0.0, "attack": "pgd10-linf-eps8/255"},
+            "settings": {"sanity": {"large_eps_max_accuracy": 0.1}}, "qte": {}}
+
+
+def test_robust_metrics_follow_the_evaluation_schema(tmp_path):
+    assert sweep.robust_metrics(_robustness(0.25, 0.2)) == {
+        "clean": 0.9, "pgd10-linf-eps8/255": 0.25, "worst_case": 0.2}  # suite order, no skip/sanity/settings
+    stoch = sweep.robust_metrics(_robustness(0.25, 0.2, stochastic=True))
+    assert list(stoch) == ["clean", "clean (all draws)", "pgd10-linf-eps8/255", "pgd10-linf-eps8/255 (all draws)",
+                           "worst_case", "worst_case (all draws)"]
+    path = tmp_path / "robustness.json"
+    path.write_text(json.dumps(_robustness(0.25, 0.2, complete=False)))
+    assert not sweep.evaluation_complete(str(path))  # written after every attack: not done yet
+    path.write_text(json.dumps(_robustness(0.25, 0.2)))
+    assert sweep.evaluation_complete(str(path))
+    path.write_text("{")
+    assert not sweep.evaluation_complete(str(path))
+
+
+def test_evaluation_overrides_are_typed(config):
+    ev = config.copy_and_resolve_references()
+    ev.unlock()
+    ev.evaluate = dict(attacks="clean", num_examples=1000, eps="8/255")
+    out = sweep.parse_overrides("attacks=clean,fgsm,pgd10; num_examples=64;eps=2/255,8/255", ev.evaluate)
+    assert out == {"attacks": "clean,fgsm,pgd10", "num_examples": 64, "eps": "2/255,8/255"}
+    with pytest.raises(ValueError, match=r"evaluate_overrides: unknown config field 'nope'"):
+        sweep.parse_overrides("nope=1", ev.evaluate, "evaluate_overrides")
+    with pytest.raises(ValueError, match=r"num_examples=.*many.* not a valid int"):
+        sweep.parse_overrides("num_examples=many", ev.evaluate)
+
+
 def test_summary_mean_and_sample_std(tmp_path, config):
     workdir = str(tmp_path)
     grid = sweep.parse_grid("model.T=4,8", config)
@@ -139,27 +182,30 @@ def test_summary_mean_and_sample_std(tmp_path, config):
             continue  # T=8 has only seed 0 finished: std undefined
         c, p = float(rng.uniform()), float(rng.uniform())
         values[run] = (c, p)
-        _write_run(workdir, run, c, {"attacks": {"pgd": {"robust_accuracy": p, "steps": 10}}, "note": "x"})
+        _write_run(workdir, run, c, _robustness(p, p / 2))
     rows = sweep.write_summary(workdir, grid, seeds)
     assert [r.point for r in rows] == [(("model.T", 4),), (("model.T", 8),)]
     t4 = [v for r, v in values.items() if r.point[0][1] == 4]
     mean, std, n = rows[0].stats["clean_accuracy"]
     assert n == 3 and mean == pytest.approx(statistics.fmean(v[0] for v in t4))
     assert std == pytest.approx(statistics.stdev(v[0] for v in t4))  # ddof=1
-    assert rows[0].stats["attacks.pgd.robust_accuracy"][1] == pytest.approx(statistics.stdev(v[1] for v in t4))
-    assert "attacks.pgd.steps" not in rows[0].stats  # only accuracies are summarized
+    pgd = "pgd10-linf-eps8/255"
+    assert rows[0].stats[pgd][0] == pytest.approx(statistics.fmean(v[1] for v in t4))
+    assert rows[0].stats["worst_case"][1] == pytest.approx(statistics.stdev(v[1] / 2 for v in t4))
     assert rows[1].stats["clean_accuracy"][2] == 1 and math.isnan(rows[1].stats["clean_accuracy"][1])
 
     with open(tmp_path / "summary.csv") as f:
         table = list(csv.DictReader(f))
+    assert list(table[0])[:5] == ["model.T", "n", "seeds", "clean_accuracy_mean", "clean_accuracy_std"]
     assert [t["model.T"] for t in table] == ["4", "8"] and table[0]["n"] == "3" and table[0]["seeds"] == "0 1 2"
     assert float(table[0]["clean_accuracy_mean"]) == mean and float(table[0]["clean_accuracy_std"]) == std
+    assert float(table[0][f"{pgd}_mean"]) == rows[0].stats[pgd][0]
     assert table[1]["clean_accuracy_std"] == ""
     md = (tmp_path / "summary.md").read_text()
-    assert "ddof=1" in md and "| model.T | n | clean_accuracy | attacks.pgd.robust_accuracy |" in md
+    assert "ddof=1" in md and f"| model.T | n | clean_accuracy | clean | {pgd} | worst_case |" in md
     assert f"{mean:.4f} ± {std:.4f}" in md and "± –" in md
     assert "Unfinished runs (2)" in md and "model.T=8/seed=1" in md
-    for m in ("clean_accuracy", "attacks.pgd.robust_accuracy"):
+    for m in ("clean_accuracy", "pgd10-linf-eps8_255", "worst_case"):
         assert (tmp_path / "plots" / f"{m}.png").stat().st_size > 1000
 
 
@@ -221,7 +267,7 @@ def test_evaluation_runs_once_per_trained_run(tmp_path, config):
     def evaluate(run_dir, cfg):
         evaluated.append(cfg.seed)
         with open(os.path.join(run_dir, "robustness.json"), "w") as f:
-            json.dump({"pgd": {"accuracy": 0.25}}, f)
+            json.dump(_robustness(0.25, 0.25), f)
 
     sweep.run_sweep(config, workdir, (), [0, 1], train_fn=_fake_train([]))  # trained, not evaluated
     log = []
@@ -229,8 +275,11 @@ def test_evaluation_runs_once_per_trained_run(tmp_path, config):
     assert not log and sorted(evaluated) == [0, 1] and len(report.evaluated) == 2  # results kept, eval only
     report = sweep.run_sweep(config, workdir, (), [0, 1], evaluate=evaluate, train_fn=_fake_train(log))
     assert len(report.skipped) == 2 and len(evaluated) == 2
+    (tmp_path / "seed=1" / "robustness.json").write_text(json.dumps(_robustness(0.25, 0.25, complete=False)))
+    report = sweep.run_sweep(config, workdir, (), [0, 1], evaluate=evaluate, train_fn=_fake_train(log))
+    assert report.evaluated == ["seed=1"] and evaluated[-1] == 1 and not log  # interrupted evaluation resumes
     rows = sweep.write_summary(workdir, (), [0, 1], plots=False)
-    assert rows[0].stats["pgd.accuracy"] == (0.25, 0.0, 2)
+    assert rows[0].stats["pgd10-linf-eps8/255"] == (0.25, 0.0, 2)
 
 
 def test_isolated_runs_execute_their_command(tmp_path, config):
@@ -276,9 +325,10 @@ def test_sweep_end_to_end_skip_shard_and_resume(tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     names = ["data.train_limit=64/seed=0", "data.train_limit=64/seed=1",
              "data.train_limit=96/seed=0", "data.train_limit=96/seed=1"]
+    evaluate = ["--evaluate", "--evaluate_overrides=attacks=clean,fgsm;eps=8/255;large_eps=;num_examples=16"]
 
-    # 1. The whole sweep: one directory per run, summary, plots, rerun commands.
-    assert "4 trained" in _ok(_sweep(full, cache))
+    # 1. The whole sweep with evaluation: one directory per run, summary, plots, rerun commands.
+    assert "4 trained, 4 evaluated" in _ok(_sweep(full, cache, *evaluate))
     assert sorted(_results(full)) == names
     r = json.load(open(full / names[1] / "results.json"))
     assert r["seed"] == 1 and r["config"]["data"]["train_limit"] == 64 and r["environment"]["versions"]["jax"]
@@ -286,26 +336,30 @@ def test_sweep_end_to_end_skip_shard_and_resume(tmp_path):
     record = json.load(open(full / "sweep.json"))
     assert [x["name"] for x in record["runs"]] == names
     assert "--config.data.train_limit=64 --config.seed=1" in record["runs"][1]["command"]
+    assert "--evaluate.attacks=clean,fgsm" in record["runs"][1]["evaluate_command"]
     table = list(csv.DictReader(open(full / "summary.csv")))
     assert [t["data.train_limit"] for t in table] == ["64", "96"] and {t["n"] for t in table} == {"2"}
-    assert (full / "summary.md").exists() and (full / "plots" / "clean_accuracy.png").exists()
+    for m in ("clean_accuracy", "clean", "fgsm-linf-eps8/255", "worst_case"):
+        assert f"{m}_mean" in table[0] and 0 <= float(table[0][f"{m}_mean"]) <= 1
+    assert (full / "summary.md").exists() and (full / "plots" / "fgsm-linf-eps8_255.png").exists()
 
     # 2. Rerunning skips every finished run.
-    mtimes = {n: os.path.getmtime(full / n / "results.json") for n in names}
-    assert "0 trained, 0 evaluated, 4 already finished" in _ok(_sweep(full, cache))
-    assert mtimes == {n: os.path.getmtime(full / n / "results.json") for n in names}
+    mtimes = {n: os.path.getmtime(full / n / "robustness.json") for n in names}
+    assert "0 trained, 0 evaluated, 4 already finished" in _ok(_sweep(full, cache, *evaluate))
+    assert mtimes == {n: os.path.getmtime(full / n / "robustness.json") for n in names}
 
     # 3. One of two shards: exactly its round-robin share of the sorted runs.
-    assert "2 trained" in _ok(_sweep(part, cache, "--shard=1/2"))
+    assert "2 trained, 2 evaluated" in _ok(_sweep(part, cache, "--shard=1/2", *evaluate))
     assert sorted(_results(part)) == names[1::2]
 
-    # 4. Interrupt one of them mid-run (results and last checkpoint gone), then finish the sweep.
+    # 4. Interrupt one of them mid-training (results and last checkpoint gone), then finish the sweep.
     victim = part / names[1]
     os.remove(victim / "results.json")
+    os.remove(victim / "robustness.json")
     steps = sorted(int(s) for s in os.listdir(victim / "checkpoints") if s.isdigit())
     assert steps == [2, 4]
     shutil.rmtree(victim / "checkpoints" / "4")
-    assert "3 trained, 0 evaluated, 1 already finished" in _ok(_sweep(part, cache))
+    assert "3 trained, 3 evaluated, 1 already finished" in _ok(_sweep(part, cache, *evaluate))
     assert _results(part) == _results(full)  # same seed, same platform → identical metrics
     assert (part / "summary.csv").read_text() == (full / "summary.csv").read_text()
     assert (part / "summary.md").read_text() == (full / "summary.md").read_text()
