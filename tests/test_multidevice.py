@@ -1,4 +1,4 @@
-"""Data parallelism: 8 forced CPU devices train and evaluate like 1 device; the batch must divide.
+"""Data parallelism: 8 forced CPU devices train, evaluate and attack like 1 device; the batch must divide.
 
 JAX fixes its device count at import, so each side runs in a subprocess with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` set before ``import jax`` (the pytest
@@ -48,6 +48,10 @@ _, model, variables = train.restore(workdir)
 flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
         for path, v in jax.tree_util.tree_flatten_with_path(variables)[0]}
 np.savez(os.path.join(workdir, "variables.npz"), **flat)
+from jsnn import evaluate  # the attack suite on the trained run: 20 examples (8 devices: 20 -> 24 padded)
+doc = evaluate.evaluate_workdir(workdir, overrides={"attacks": "clean,fgsm", "eps": "8/255", "large_eps": "",
+                                                    "num_examples": 20, "batch_size": 16})
+out["robust"] = {k: doc["records"][k]["accuracy"] for k in doc["suite"]}
 out["bad_batch_error"] = None
 if devices > 1:  # the check runs before any training
     try:
@@ -98,6 +102,13 @@ def test_eight_devices_train_and_evaluate_like_one(runs):
     assert sorted(a.files) == sorted(b.files) and a.files
     for k in a.files:
         np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+def test_eight_devices_attack_like_one(runs):
+    one, eight = runs[1][0]["robust"], runs[8][0]["robust"]
+    assert list(one) == list(eight) == ["clean", "fgsm-linf-eps8/255"]
+    for k in one:  # one example flipping is the float tolerance of a sharded reduction
+        assert abs(one[k] - eight[k]) <= 1 / 20 + 1e-9, (k, one[k], eight[k])
 
 
 def test_batch_must_divide_by_device_count(runs):
