@@ -187,6 +187,11 @@ def test_fab_t_linear_model_minimal_distance():
     np.testing.assert_array_equal(fooled, ratios < 1.0)
     assert in_ball(x_adv, x, 0.05)
     np.testing.assert_array_equal(np.asarray(x_adv)[~fooled], np.asarray(x)[~fooled])
+    # a second, randomly started restart per target keeps every invariant
+    x_r, info_r = fab_t(fn, x, y, KEY, eps=0.05, n_iter=50, n_target_classes=1, n_restarts=2, return_info=True)
+    assert np.all(np.asarray(info_r["distance"]) / 0.05 >= ratios * (1 - 1e-5))
+    np.testing.assert_array_equal(np.asarray(jnp.argmax(fn(x_r, None), -1) != y), ratios < 1.0)
+    assert in_ball(x_r, x, 0.05)
 
 
 def test_fab_t_on_spiking_model_invariants(conv, digits):
