@@ -135,6 +135,7 @@ def _float0_like(x):
 @jax.custom_vjp
 def spike(u: jax.Array, surrogate: Surrogate) -> jax.Array:
     """Heaviside spike Θ(u) with Θ(0) = 1; gradient from ``surrogate``."""
+    u = jnp.asarray(u)
     return (u >= 0).astype(u.dtype)
 
 
@@ -144,7 +145,7 @@ def _spike_fwd(u, surrogate):
 
 def _spike_bwd(res, g):
     u, surrogate = res
-    return g * derivative(u, surrogate), jax.tree.map(_float0_like, surrogate)
+    return g * derivative(jnp.asarray(u), surrogate), jax.tree.map(_float0_like, surrogate)
 
 
 spike.defvjp(_spike_fwd, _spike_bwd)
