@@ -13,10 +13,13 @@ the worst case over an ensemble), and the attacks below.
 
 from jsnn.attacks import common, eot, gradients, losses
 from jsnn.attacks.apgd import apgd, apgd_targeted, checkpoints as apgd_checkpoints, target_classes
+from jsnn.attacks.autoattack import AutoAttackResult, autoattack
 from jsnn.attacks.eot import correct_draws, robust_accuracy
+from jsnn.attacks.fab import fab_t, projection_linf
 from jsnn.attacks.fgsm import fgsm, rfgsm
 from jsnn.attacks.gradients import EnsembleResult, Estimator, ensemble_attack, sr_ensemble
 from jsnn.attacks.pgd import pgd
+from jsnn.attacks.square import square
 from jsnn.attacks.transfer import TransferResult, transfer
 
 __all__ = [
@@ -24,4 +27,5 @@ __all__ = [
     "apgd", "apgd_targeted", "apgd_checkpoints", "target_classes",
     "correct_draws", "robust_accuracy", "fgsm", "rfgsm", "pgd", "transfer", "TransferResult",
     "EnsembleResult", "Estimator", "ensemble_attack", "sr_ensemble",
+    "square", "fab_t", "projection_linf", "autoattack", "AutoAttackResult",
 ]
