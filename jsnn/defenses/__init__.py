@@ -100,6 +100,23 @@ DEFENSES = tuple(_REGISTRY)
 DEFAULTS = {name: dict(mod.DEFAULTS) for name, (mod, _) in _REGISTRY.items()}
 
 
+_OPTIONAL_TYPES = {"alpha": float, "teacher_workdir": str}  # fields whose default is None
+
+
+def default_config(name: str):
+    """The defaults of defense ``name`` as an ``ml_collections.ConfigDict`` for experiment configs.
+
+    None-valued defaults become typed placeholders, so every field stays overridable from the
+    command line (``--config.defense.at.alpha=0.01``).
+    """
+    from ml_collections import ConfigDict, config_dict
+
+    if name not in _REGISTRY:
+        raise ValueError(f"defense name: unknown defense {name!r}; allowed: {', '.join(DEFENSES)}")
+    return ConfigDict({k: config_dict.placeholder(_OPTIONAL_TYPES.get(k, str)) if v is None else v
+                       for k, v in DEFAULTS[name].items()})
+
+
 def parse_names(name) -> list:
     """``"sr+at"`` → ``["sr", "at"]``; ``"none"`` / ``""`` → ``[]``; unknown or repeated names raise."""
     names = [n.strip() for n in str(name if name is not None else "none").split("+")]
@@ -142,6 +159,6 @@ def from_config(config, model) -> DefenseSetup:
 
 __all__ = [
     "ANNNet", "DEFAULTS", "DEFENSES", "DefenseSetup", "FeatureVarianceNet", "LossTransform", "StochasticFeatures",
-    "adversarial_training", "base", "chain", "distill", "feature_variance", "from_config", "gaussian_noise",
+    "adversarial_training", "base", "chain", "default_config", "distill", "feature_variance", "from_config", "gaussian_noise",
     "identity", "membrane_stability", "orthogonal", "parse_names", "sparse_gradient", "trades",
 ]
