@@ -39,6 +39,27 @@ def tiny(batch_size=16):
     return c
 
 out = {"device_count": jax.device_count(), "mesh_size": int(parallel.data_mesh().devices.size)}
+
+
+def per_device_flops(compiled):
+    ca = compiled.cost_analysis()
+    return float((ca[0] if isinstance(ca, (list, tuple)) else ca)["flops"])
+
+
+# XLA's cost analysis of the partitioned program: the FLOPs ONE device executes per step.
+config = tiny(batch_size=64)
+config.train.num_steps = 10
+model = train.build_model(config)
+optimizer = train.make_optimizer(config.optim, 10)
+mesh = parallel.data_mesh()
+state = parallel.replicate(train.init_state(config, model, optimizer, jax.random.key(0)), mesh)
+batch = parallel.shard_batch({"image": np.zeros((64, 8, 8, 1), np.float32), "label": np.zeros(64, np.int32),
+                              "mask": np.ones(64, bool)}, mesh)
+step = train.make_train_step(train.cross_entropy_loss_fn(model), optimizer, mesh)
+out["train_flops"] = per_device_flops(step.lower(state, batch, jax.random.key(1)).compile())
+variables = parallel.replicate({"params": state.params, **state.model_state}, mesh)
+out["eval_flops"] = per_device_flops(train.make_eval_step(model).lower(
+    variables, batch["image"], batch["label"], batch["mask"], jax.random.key(0)).compile())
 results = train.train_and_evaluate(tiny(), workdir)
 out["results"] = {k: results[k] for k in ("clean_accuracy", "test_loss", "test_examples")}
 out["env_device_count"] = results["environment"]["device_count"]
@@ -89,6 +110,15 @@ def test_eight_devices_are_used(runs):
     out, _ = runs[8]
     assert out["device_count"] == 8 and out["mesh_size"] == 8 and out["env_device_count"] == 8
     assert runs[1][0]["device_count"] == 1
+
+
+@pytest.mark.parametrize("kind", ["train", "eval"])
+def test_each_device_does_an_eighth_of_the_work(runs, kind):
+    # Data parallelism means each device computes on B/8 examples. If the sharded batch is
+    # all-gathered inside the step (e.g. a reshape the partitioner cannot keep sharded), every
+    # device recomputes the whole batch: same metrics, but 8× the work and no speed-up.
+    one, eight = runs[1][0][f"{kind}_flops"], runs[8][0][f"{kind}_flops"]
+    assert eight <= 1.5 * one / 8, f"{kind} step: {eight:.3g} FLOPs per device on 8 devices vs {one:.3g} on 1"
 
 
 def test_eight_devices_train_and_evaluate_like_one(runs):
