@@ -439,7 +439,7 @@ def _broadcast_flags(flags_: np.ndarray) -> np.ndarray:
         return flags_
     from jax.experimental import multihost_utils
 
-    return np.asarray(multihost_utils.broadcast_one_to_all(flags_))
+    return np.asarray(multihost_utils.broadcast_one_to_all(flags_.astype(np.int32))).astype(bool)
 
 
 def run_sweep(base_config, workdir: str, grid: Grid = (), seeds: Sequence[int] = (0,), *,
