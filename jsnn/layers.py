@@ -1,7 +1,7 @@
 """Flax building blocks for time-major spiking models.
 
 Layers that hold no state over time (conv, dense, BatchNorm, pooling) run on the
-merged ``[T·B, ...]`` axis; only :class:`SpikingNeuron` splits it into ``[T, B, ...]``
+merged ``[B·T, ...]`` axis (batch outermost, see :func:`merge_time`); only :class:`SpikingNeuron` splits it into ``[T, B, ...]``
 and scans the neuron dynamics over T. BatchNorm over merged T·B is the "one
 BatchNorm over the merged time×batch axis" of the robustness papers.
 
@@ -72,13 +72,18 @@ def check_neuron_config(cfg: NeuronConfig) -> NeuronConfig:
 
 
 def merge_time(x):
-    """``[T, B, ...]`` → ``[T·B, ...]``."""
-    return x.reshape((-1,) + x.shape[2:])
+    """``[T, B, ...]`` → merged ``[B·T, ...]`` (batch outermost).
+
+    Batch-major merging keeps each device's shard of a data-parallel batch contiguous in the
+    merged axis, so the partitioner never gathers the whole batch (a time-major merge made every
+    device compute the full T·B). Stateless layers do not depend on the row order.
+    """
+    return jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:])
 
 
 def split_time(x, T: int):
-    """``[T·B, ...]`` → ``[T, B, ...]``."""
-    return x.reshape((T, -1) + x.shape[1:])
+    """Merged ``[B·T, ...]`` → ``[T, B, ...]`` (inverse of :func:`merge_time`)."""
+    return jnp.swapaxes(x.reshape((-1, T) + x.shape[1:]), 0, 1)
 
 
 class SpikingNeuron(nn.Module):
