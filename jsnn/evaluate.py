@@ -53,7 +53,7 @@ import numpy as np
 from absl import logging
 from jax.tree_util import Partial
 
-from jsnn import attacks
+from jsnn import attacks, parallel
 from jsnn.attacks import gradients as gradients_lib
 from jsnn.models import SpikingModel, with_estimator
 
@@ -384,7 +384,7 @@ def _attack_batch(rec, fn, make, source_fn, x, y, key, ev):
     return np.asarray(attacks.correct_draws(fn, x_adv, y, k_judge, draws=draws)), extra
 
 
-def _run_record(rec, fn, make, source_fn, images, labels, ev, index, total):
+def _run_record(rec, fn, make, source_fn, images, labels, ev, index, total, mesh=None):
     s = rec["settings"]
     key = _record_key(s["seed"], rec["name"])
     n = len(labels)
@@ -409,8 +409,9 @@ def _run_record(rec, fn, make, source_fn, images, labels, ev, index, total):
         per_est = None
         nb = math.ceil(n / ev.batch_size)
         for b, (idx, padded) in enumerate(_batches(n, ev.batch_size)):
-            c, extra = _attack_batch(rec, fn, make, source_fn, jnp.asarray(images[padded]),
-                                     jnp.asarray(labels[padded]), jax.random.fold_in(key, b), ev)
+            xb, yb = images[padded], labels[padded]
+            xb, yb = (jnp.asarray(xb), jnp.asarray(yb)) if mesh is None else parallel.shard_batch((xb, yb), mesh)
+            c, extra = _attack_batch(rec, fn, make, source_fn, xb, yb, jax.random.fold_in(key, b), ev)
             correct[:, idx] = c[:, :len(idx)]
             if "per_estimator_correct" in extra:
                 pe = extra["per_estimator_correct"][:, :, :len(idx)]
@@ -596,6 +597,9 @@ def evaluate_workdir(workdir: str, overrides=None, num_examples: Optional[int] =
 
     config, model, variables = train.restore(workdir)
     ev = resolve_eval_config(config, overrides, num_examples)
+    mesh = parallel.data_mesh()  # attack batches are split over every device, parameters replicated
+    parallel.check_divisible(ev.batch_size, mesh, "evaluate.batch_size")
+    variables = parallel.replicate(variables, mesh)
     images, labels = _load_images(config, ev)
     fn = forward(model, variables)
     make = estimator_factory(model, variables)
@@ -648,7 +652,7 @@ def evaluate_workdir(workdir: str, overrides=None, num_examples: Optional[int] =
             _, src_model, src_vars = train.restore(rec["settings"]["source"])
             source_fn = forward(src_model, src_vars)
         logging.info("[%d/%d] %s: running on %d examples", i, len(records_plan), name, len(labels))
-        records[name] = _run_record(rec, fn, make, source_fn, images, labels, ev, i, len(records_plan))
+        records[name] = _run_record(rec, fn, make, source_fn, images, labels, ev, i, len(records_plan), mesh)
         logging.info("[%d/%d] %s: accuracy %.4f (all draws %.4f) in %.1fs", i, len(records_plan), name,
                      records[name]["accuracy"], records[name]["accuracy_all_draws"], records[name]["seconds"])
         train.write_json_atomic(path, document())
