@@ -3,7 +3,7 @@
 The public API is curated here; every name is defined in its own module.
 """
 
-from jsnn import attacks, certify, data, encoding, layers, models, neuron, parallel, surrogate
+from jsnn import attacks, certify, data, defenses, encoding, layers, models, neuron, parallel, surrogate
 from jsnn.layers import DLIF, IF, LIF, EncoderConfig, NeuronConfig
 from jsnn.models import get_model, with_estimator
 from jsnn.neuron import dlif, if_neuron, lif
@@ -12,7 +12,7 @@ from jsnn.surrogate import Surrogate, spike
 __version__ = "0.1.0"
 
 __all__ = [
-    "attacks", "certify", "data", "encoding", "layers", "models", "neuron", "parallel", "surrogate",
+    "attacks", "certify", "data", "defenses", "encoding", "layers", "models", "neuron", "parallel", "surrogate",
     "DLIF", "IF", "LIF", "EncoderConfig", "NeuronConfig",
     "get_model", "with_estimator", "dlif", "if_neuron", "lif", "Surrogate", "spike",
 ]
