@@ -95,13 +95,15 @@ def run_row(run_dir: str):
     if not (os.path.exists(res_path) and os.path.exists(rob_path)):
         return None
     with open(res_path) as f:
-        row = {"clean (train eval)": float(json.load(f)["clean_accuracy"])}
+        row = {"clean (full test split)": float(json.load(f)["clean_accuracy"])}
     with open(rob_path) as f:
         rob = json.load(f)
+    row["_eps"] = {}
     for name, rec in rob["records"].items():
         if rec.get("skip") or "accuracy" not in rec:
             continue
         row[name] = float(rec["accuracy"])
+        row["_eps"][name] = float(rec.get("eps", 0.0))
     worst = rob.get("worst_case") or {}
     if "accuracy" in worst:
         row[f"worst case eps{worst['eps']:g}"] = float(worst["accuracy"])
@@ -137,6 +139,7 @@ def summarize(workdir: str, names, seeds):
             continue
         cols = sorted({c for r in rows.values() for c in r if not c.startswith("_")})
         summary[name] = {"seeds": sorted(rows), "stochastic": any(r["_stochastic"] for r in rows.values()),
+                         "eps": {c: e for r in rows.values() for c, e in r["_eps"].items()},
                          "possible_gradient_masking": [s for s, r in rows.items() if r["_masking"]],
                          "stats": {c: _mean_std([r[c] for r in rows.values() if c in r]) for c in cols}}
     with open(os.path.join(workdir, "study.json"), "w") as f:
@@ -148,7 +151,16 @@ def summarize(workdir: str, names, seeds):
         for name, v in summary.items():
             w.writerow([name, len(v["seeds"]), v["stochastic"]] +
                        [x for c in columns for x in (v["stats"].get(c, (float("nan"),) * 3)[:2])])
-    lines = ["| config | n | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    eps_of = {c: e for v in summary.values() for c, e in v["eps"].items()}
+
+    def header(c):
+        if c in eps_of and "-eps" in c:
+            head, _, tail = c.partition("-eps")
+            suffix = tail.split("-", 1)[1] if "-" in tail else ""
+            return f"{head} ε={eps_of[c]:g}" + (f" ({suffix})" if suffix else "")
+        return c
+
+    lines = ["| config | n | " + " | ".join(header(c) for c in columns) + " |", "|---|---|" + "---|" * len(columns)]
     for name, v in summary.items():
         cells = []
         for c in columns:
@@ -160,8 +172,9 @@ def summarize(workdir: str, names, seeds):
         tag = name + (" (stoch.)" if v["stochastic"] else "") + (" ⚠" if v["possible_gradient_masking"] else "")
         lines.append(f"| {tag} | {len(v['seeds'])} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Accuracy in % (mean ± sample std over seeds). ⚠: a sanity check of jsnn.evaluate failed "
-                 "(possible gradient masking) in some seed. `-eot1`: the same PGD without EOT.")
+    lines.append("Accuracy in % (mean ± sample std over seeds) on the attacked test subset; \"clean (full test "
+                 "split)\" is training's own evaluation. ⚠: a sanity check of jsnn.evaluate failed (possible "
+                 "gradient masking) in some seed. (eot1): the same PGD without EOT; (large): the sanity PGD at ε=0.5.")
     with open(os.path.join(workdir, "study.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     _plots(workdir, summary, columns)
@@ -175,7 +188,7 @@ def _plots(workdir, summary, columns):
     import matplotlib.pyplot as plt
 
     worst = [c for c in columns if c.startswith("worst")]
-    clean = "clean" if any("clean" in v["stats"] for v in summary.values()) else "clean (train eval)"
+    clean = "clean" if any("clean" in v["stats"] for v in summary.values()) else "clean (full test split)"
     if worst:
         fig, ax = plt.subplots(figsize=(6, 4.5))
         for name, v in summary.items():
@@ -197,8 +210,8 @@ def _plots(workdir, summary, columns):
         fam = pgd[-1]
         fig, ax = plt.subplots(figsize=(6, 4.5))
         for name, v in summary.items():
-            pts = sorted((float(c.split("-eps")[1]), v["stats"][c][0]) for c in v["stats"]
-                         if c.startswith(fam + "-eps") and not c.endswith(("-eot1", "-large")))
+            pts = sorted((v["eps"][c], v["stats"][c][0]) for c in v["stats"]
+                         if c.startswith(fam + "-") and c in v["eps"] and not c.endswith(("-eot1", "-large")))
             if clean in v["stats"]:
                 pts = [(0.0, v["stats"][clean][0])] + pts
             if pts:
