@@ -1,7 +1,7 @@
 """The digits defense study: every digits_* defense config × seeds, trained and evaluated honestly.
 
   python -m launch.study_defenses --workdir=/tmp/jsnn/study [--seeds=0,1,2] [--num_epochs=8] \\
-      [--num_examples=200] [--configs=vanilla,at,...] [--summarize_only]
+      [--num_examples=200] [--configs=vanilla,at,...] [--shard=0/2] [--summarize_only]
 
 For each config ``launch/configs/digits_<name>.py`` and seed, :func:`jsnn.sweep.run_sweep` trains
 ``WORKDIR/<name>/seed=<s>/`` and runs the robustness suite of :mod:`jsnn.evaluate` on it (both
@@ -53,6 +53,8 @@ flags.DEFINE_string("attacks", SUITE, "Evaluation suite (jsnn.evaluate attack na
 flags.DEFINE_integer("apgd_steps", 100, "APGD / AutoAttack iterations.")
 flags.DEFINE_integer("eot", 0, "EOT draws per gradient for stochastic models (0 = jsnn.evaluate's default, 20).")
 flags.DEFINE_integer("draws", 10, "Fresh draws judging a stochastic model.")
+flags.DEFINE_string("shard", "0/1", "This process's share 'i/n' of the runs (run n processes, e.g. one per core, "
+                    "then --summarize_only).")
 flags.DEFINE_bool("summarize_only", False, "Only write the table and plots from finished runs.")
 flags.mark_flags_as_required(["workdir"])
 
@@ -228,7 +230,7 @@ def _plots(workdir, summary, columns):
 # ----------------------------------------------------------------------------- main
 
 
-def run_study(workdir: str, names, seeds, *, num_epochs=None, overrides=None):
+def run_study(workdir: str, names, seeds, *, num_epochs=None, overrides=None, shard=(0, 1)):
     """Trains and evaluates every (config, seed) not finished yet; returns the failed run names."""
     from jsnn import sweep
 
@@ -242,7 +244,11 @@ def run_study(workdir: str, names, seeds, *, num_epochs=None, overrides=None):
     t0 = time.time()
     for i, name in enumerate(names):
         logging.info("study config %d/%d: digits_%s (%.0fs so far)", i + 1, len(names), name, time.time() - t0)
-        report = sweep.run_sweep(configs[name], os.path.join(workdir, name), (), seeds,
+        # Round-robin over (config, seed) so that shards get mixed workloads.
+        mine = [s for j, s in enumerate(seeds) if (i * len(seeds) + j) % shard[1] == shard[0]]
+        if not mine:
+            continue
+        report = sweep.run_sweep(configs[name], os.path.join(workdir, name), (), mine,
                                  evaluate=sweep.make_evaluate(overrides))
         failed += [f"{name}/{r}" for r in report.failed]
     return failed
@@ -261,9 +267,14 @@ def main(argv):
         if not FLAGS.summarize_only:
             overrides = eval_overrides(num_examples=FLAGS.num_examples, attacks=FLAGS.attacks,
                                        apgd_steps=FLAGS.apgd_steps, eot=FLAGS.eot, draws=FLAGS.draws)
-            failed = run_study(FLAGS.workdir, names, seeds, num_epochs=FLAGS.num_epochs, overrides=overrides)
-        summarize(FLAGS.workdir, names, seeds)
-        print(open(os.path.join(FLAGS.workdir, "study.md")).read())
+            shard = sweep.parse_shard(FLAGS.shard)
+            failed = run_study(FLAGS.workdir, names, seeds, num_epochs=FLAGS.num_epochs, overrides=overrides,
+                               shard=shard)
+            if shard[1] > 1:
+                print(f"shard {FLAGS.shard} done; when every shard is, run again with --summarize_only")
+        if FLAGS.summarize_only or sweep.parse_shard(FLAGS.shard)[1] == 1:
+            summarize(FLAGS.workdir, names, seeds)
+            print(open(os.path.join(FLAGS.workdir, "study.md")).read())
         if failed:
             print(f"failed runs (see their error.txt): {', '.join(failed)}", file=sys.stderr)
             sys.exit(1)
