@@ -44,19 +44,24 @@ STUDY = ("vanilla", "at", "trades", "noise", "sr", "sr_at", "rsnn", "rat", "rsc"
 SUITE = "clean,pgd20,autoattack,ensemble"
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Study directory (one sub-directory per config).")
-flags.DEFINE_string("configs", ",".join(STUDY), "Comma list of digits config names (launch/configs/digits_<name>.py).")
-flags.DEFINE_string("seeds", "0,1,2", "Seeds, '0,1,2' or '0:3'.")
-flags.DEFINE_float("num_epochs", None, "Override train.num_epochs of every config (None: the config's).")
-flags.DEFINE_integer("num_examples", 200, "Test images attacked per run (0 = the whole test split).")
-flags.DEFINE_string("attacks", SUITE, "Evaluation suite (jsnn.evaluate attack names).")
-flags.DEFINE_integer("apgd_steps", 100, "APGD / AutoAttack iterations.")
-flags.DEFINE_integer("eot", 0, "EOT draws per gradient for stochastic models (0 = jsnn.evaluate's default, 20).")
-flags.DEFINE_integer("draws", 10, "Fresh draws judging a stochastic model.")
-flags.DEFINE_string("shard", "0/1", "This process's share 'i/n' of the runs (run n processes, e.g. one per core, "
-                    "then --summarize_only).")
-flags.DEFINE_bool("summarize_only", False, "Only write the table and plots from finished runs.")
-flags.mark_flags_as_required(["workdir"])
+
+
+def define_flags() -> None:
+    """Defines the flags (only when run as a script, so importing this module for its
+    functions never clashes with another launcher's absl flags in the same process)."""
+    flags.DEFINE_string("workdir", None, "Study directory (one sub-directory per config).")
+    flags.DEFINE_string("configs", ",".join(STUDY), "Comma list of digits config names (launch/configs/digits_<name>.py).")
+    flags.DEFINE_string("seeds", "0,1,2", "Seeds, '0,1,2' or '0:3'.")
+    flags.DEFINE_float("num_epochs", None, "Override train.num_epochs of every config (None: the config's).")
+    flags.DEFINE_integer("num_examples", 200, "Test images attacked per run (0 = the whole test split).")
+    flags.DEFINE_string("attacks", SUITE, "Evaluation suite (jsnn.evaluate attack names).")
+    flags.DEFINE_integer("apgd_steps", 100, "APGD / AutoAttack iterations.")
+    flags.DEFINE_integer("eot", 0, "EOT draws per gradient for stochastic models (0 = jsnn.evaluate's default, 20).")
+    flags.DEFINE_integer("draws", 10, "Fresh draws judging a stochastic model.")
+    flags.DEFINE_string("shard", "0/1", "This process's share 'i/n' of the runs (run n processes, e.g. one per core, "
+                        "then --summarize_only).")
+    flags.DEFINE_bool("summarize_only", False, "Only write the table and plots from finished runs.")
+    flags.mark_flags_as_required(["workdir"])
 
 
 def study_config(name: str, num_epochs=None):
@@ -281,4 +286,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
