@@ -11,7 +11,6 @@
 import itertools
 
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
