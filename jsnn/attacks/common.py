@@ -18,6 +18,14 @@ AutoAttack) builds on these helpers; import them from here:
 
 Conventions: images ``[B, ...]`` in [0, 1]; ``eps`` is in pixel units; per-example
 quantities have shape ``[B]``; ``norm`` is ``"linf"`` or ``"l2"``.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from jsnn.attacks import common
+    >>> x = jnp.full((3, 4), 0.95)
+    >>> x0 = common.random_init(jax.random.key(0), x, 0.1, "linf")
+    >>> bool(jnp.all(jnp.abs(x0 - x) <= 0.1 + 1e-6)), bool(jnp.all(x0 <= 1.0))
+    (True, True)
 """
 
 from __future__ import annotations
@@ -39,7 +47,15 @@ _TINY = 1e-12
 
 
 def check_norm(norm: str) -> str:
-    """Returns ``norm`` if it is ``"linf"`` or ``"l2"``; ValueError otherwise."""
+    """Returns ``norm`` if it is ``"linf"`` or ``"l2"``; ValueError otherwise.
+
+    Example:
+        >>> from jsnn.attacks import common
+        >>> common.check_norm("l1")
+        Traceback (most recent call last):
+        ...
+        ValueError: attack norm: 'l1'; allowed: linf, l2
+    """
     if norm not in NORMS:
         raise ValueError(f"attack norm: {norm!r}; allowed: {', '.join(NORMS)}")
     return norm
@@ -109,7 +125,15 @@ def flat_norm(v):
 
 
 def normalize(g, norm: str):
-    """Steepest-ascent direction: ``sign(g)`` (L∞) or ``g / (‖g‖₂ + 1e-12)`` per example (L2)."""
+    """Steepest-ascent direction: ``sign(g)`` (L∞) or ``g / (‖g‖₂ + 1e-12)`` per example (L2).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn.attacks import common
+        >>> g = jnp.array([[3., -4.]])
+        >>> print(common.normalize(g, "linf"), common.normalize(g, "l2"))
+        [[ 1. -1.]] [[ 0.6 -0.8]]
+    """
     if norm == "linf":
         return jnp.sign(g)
     return g / expand(flat_norm(g) + _TINY, g)
@@ -128,6 +152,16 @@ def project(x_adv, x, eps, norm: str):
       x: clean images ``[B, ...]`` in [0, 1].
       eps: radius, a scalar or per-example ``[B]``.
       norm: ``"linf"`` or ``"l2"``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn.attacks import common
+        >>> x = jnp.array([[0.5, 0.95]])
+        >>> print(common.project(jnp.array([[0.9, 1.2]]), x, 0.1, "linf"))  # ball, then [0, 1]
+        [[0.6 1. ]]
+        >>> x = jnp.array([[0.5, 0.5]])  # δ = (0.3, 0.4), ‖δ‖₂ = 0.5, scaled to ε = 0.1
+        >>> print(common.project(jnp.array([[0.8, 0.9]]), x, 0.1, "l2"))
+        [[0.56 0.58]]
     """
     eps_b = expand(eps, x)
     if norm == "linf":
@@ -144,6 +178,14 @@ def random_init(key, x, eps, norm: str):
 
     L∞: ``x + U(−ε, ε)`` per coordinate (Madry et al. 2018).
     L2: uniform in the ball: direction ``N(0, I)/‖·‖``, radius ``ε·U^{1/d}``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn.attacks import common
+        >>> x = jnp.full((3, 8), 0.5)
+        >>> x0 = common.random_init(jax.random.key(0), x, 0.2, "l2")
+        >>> bool(jnp.all(common.flat_norm(x0 - x) <= 0.2 + 1e-6)), bool(jnp.any(x0 != x))
+        (True, True)
     """
     eps_b = expand(eps, x)
     if norm == "linf":
@@ -184,7 +226,17 @@ def is_better(loss, fooled, best_loss, best_fooled):
 
 
 def update_best(best: Best, x, loss, fooled) -> Best:
-    """Replaces, per example, the tracked point by ``x`` when it is better (see :func:`is_better`)."""
+    """Replaces, per example, the tracked point by ``x`` when it is better (see :func:`is_better`).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn.attacks import common
+        >>> best = common.init_best(jnp.zeros((2, 1)), jnp.array([5.0, 1.0]), jnp.array([False, False]))
+        >>> # Example 0: a fooling point beats a higher loss; example 1: a higher loss wins.
+        >>> best = common.update_best(best, jnp.ones((2, 1)), jnp.array([0.5, 2.0]), jnp.array([True, False]))
+        >>> best.x.ravel().tolist(), best.loss.tolist(), best.fooled.tolist()
+        ([1.0, 1.0], [0.5, 2.0], [True, False])
+    """
     fooled = jnp.asarray(fooled, bool)
     better = is_better(loss, fooled, best.loss, best.fooled)
     return Best(
@@ -195,7 +247,17 @@ def update_best(best: Best, x, loss, fooled) -> Best:
 
 
 def select_best(best: Best) -> Best:
-    """Reduces a stacked ``Best`` (leading axis: restarts, targets, estimators) to one per example."""
+    """Reduces a stacked ``Best`` (leading axis: restarts, targets, estimators) to one per example.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn.attacks import common
+        >>> runs = common.Best(x=jnp.array([[[0.], [1.]], [[2.], [3.]]]),  # 2 restarts, 2 examples
+        ...                    loss=jnp.array([[1.0, 4.0], [3.0, 2.0]]),
+        ...                    fooled=jnp.array([[True, False], [False, False]]))
+        >>> common.select_best(runs).x.ravel().tolist()  # fooled run for ex. 0, highest loss for ex. 1
+        [0.0, 1.0]
+    """
     fooled = best.fooled
     any_fooled = fooled.any(0, keepdims=True)
     eligible = jnp.where(any_fooled, fooled, True)
