@@ -166,6 +166,21 @@ def apgd(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 100, res
 
     Returns:
       ``x_adv`` like ``x`` (or a ``Best``).
+
+    Example:
+        A linear 2-class model: the CW margin is maximised at the corner ``x + ε·sign(w₁ − w₀)``,
+        where it is ``0.2`` for the first example (fooled) and ``−1`` for the second:
+
+        >>> import jax, jax.numpy as jnp, numpy as np
+        >>> from jsnn.attacks import apgd
+        >>> W = jnp.array([[1., 0.], [0., 1.], [1., 0.], [0., 1.]])  # sign(w₁ − w₀) = (−, +, −, +)
+        >>> x, y = jnp.array([[0.6, 0.4, 0.6, 0.4], [0.9, 0.1, 0.9, 0.1]]), jnp.array([0, 0])
+        >>> best = apgd(lambda x, key: x @ W, x, y, jax.random.key(0), eps=0.15, steps=5, loss="cw",
+        ...             full_output=True)
+        >>> np.asarray(best.loss, float).round(3).tolist(), best.fooled.tolist()
+        ([0.2, -1.0], [True, False])
+        >>> bool(jnp.all(jnp.abs(best.x - x) <= 0.15 + 1e-6))
+        True
     """
     x, y = _check(x, y, eps, norm, steps, restarts, eot, rho)
     common.check_target(loss, target, y)
@@ -176,7 +191,14 @@ def apgd(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 100, res
 
 
 def target_classes(logits, num_targets: int):
-    """Targets of APGD-T: classes ranked 2nd … (num_targets+1)-th by ``logits`` → ``[num_targets, B]``."""
+    """Targets of APGD-T: classes ranked 2nd … (num_targets+1)-th by ``logits`` → ``[num_targets, B]``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn.attacks import target_classes
+        >>> target_classes(jnp.array([[3., 1., 0., 2.], [0., 2., 1., 3.]]), 2).tolist()
+        [[3, 1], [1, 2]]
+    """
     order = jnp.argsort(logits, axis=-1)  # ascending
     return jnp.stack([order[:, -(i + 2)] for i in range(num_targets)])
 
@@ -211,6 +233,18 @@ def apgd_targeted(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int =
 
     Arguments as in :func:`apgd`; ``num_targets`` (9 in AutoAttack) targets run under ``vmap``,
     in chunks of ``target_chunk`` if given. Targets come from the (EOT-averaged) clean logits.
+
+    Example:
+        The targeted DLR loss needs K ≥ 4 classes; here classes 2 and 3 are never predicted:
+
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn.attacks import apgd_targeted
+        >>> W = jnp.array([[1., 0., 0., 0.], [0., 1., 0., 0.], [1., 0., 0., 0.], [0., 1., 0., 0.]])
+        >>> logits_fn = lambda x, key: x @ W
+        >>> x, y = jnp.array([[0.6, 0.4, 0.6, 0.4], [0.9, 0.1, 0.9, 0.1]]), jnp.array([0, 0])
+        >>> x_adv = apgd_targeted(logits_fn, x, y, jax.random.key(0), eps=0.15, steps=5, num_targets=2)
+        >>> logits_fn(x_adv, None).argmax(-1).tolist(), bool(jnp.all(jnp.abs(x_adv - x) <= 0.15 + 1e-6))
+        ([1, 0], True)
     """
     x, y = _check(x, y, eps, norm, steps, restarts, eot, rho)
     common.check_positive_int(num_targets, "num_targets")

@@ -53,6 +53,22 @@ def fgsm(logits_fn, x, y, key, *, eps, norm: str = "linf", loss="ce", target=Non
       x: clean images ``[B, ...]`` in [0, 1]; y: labels ``[B]``; key: PRNG key (model noise).
       eps: radius; norm: ``"linf"`` or ``"l2"``; loss / target: see :func:`jsnn.attacks.pgd`.
       eot: EOT draws for the gradient; chunk: EOT chunk size.
+
+    Example:
+        On a linear model the CE gradient points along ``w₁ − w₀``, so FGSM lands on the
+        corner ``x + ε·sign(w₁ − w₀)`` of the ball, which here crosses the boundary:
+
+        >>> import jax, jax.numpy as jnp, numpy as np
+        >>> from jsnn.attacks import fgsm
+        >>> W = jnp.array([[1., 0.], [0., 1.], [1., 0.], [0., 1.]])  # sign(w₁ − w₀) = (−, +, −, +)
+        >>> logits_fn = lambda x, key: x @ W
+        >>> x, y = jnp.array([[0.6, 0.4, 0.6, 0.4]]), jnp.array([0])
+        >>> x_adv = fgsm(logits_fn, x, y, jax.random.key(0), eps=0.15)
+        >>> np.asarray(x_adv, float).round(3).tolist(), logits_fn(x_adv, None).argmax(-1).tolist()
+        ([[0.45, 0.55, 0.45, 0.55]], [1])
+        >>> x_l2 = fgsm(logits_fn, x, y, jax.random.key(0), eps=0.15, norm="l2")
+        >>> round(float(jnp.linalg.norm(x_l2 - x)), 3)  # a full step on the L2 sphere
+        0.15
     """
     x, y = _validate(x, y, eps, norm, loss, target, eot)
     return _fgsm(common.as_partial(logits_fn), x, y, key, eps, 0.0, target, norm=norm, loss=loss, eot=eot,
@@ -64,6 +80,20 @@ def rfgsm(logits_fn, x, y, key, *, eps, alpha=None, norm: str = "linf", loss="ce
     """R+FGSM: random step of size α (default ε/2), then a gradient step of size ε − α.
 
     Arguments as in :func:`fgsm`; ``alpha`` must satisfy 0 ≤ α ≤ ε.
+
+    Example:
+        L∞ on a linear model: each coordinate moves ±α at random, then ε − α along the gradient
+        sign, and the ε-ball clips it: it ends at ``x`` or at the FGSM corner ``x + ε·sign(g)``.
+
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn.attacks import rfgsm
+        >>> W = jnp.array([[1., 0.], [0., 1.], [1., 0.], [0., 1.]])
+        >>> x, y = jnp.array([[0.6, 0.4, 0.6, 0.4]]), jnp.array([0])
+        >>> x_adv = rfgsm(lambda x, key: x @ W, x, y, jax.random.key(0), eps=0.15)
+        >>> s = jnp.array([-1., 1., -1., 1.])  # sign(w₁ − w₀)
+        >>> steps = ((x_adv - x) * s / 0.15).round(3)
+        >>> bool(jnp.all((steps == 0) | (steps == 1))), bool(jnp.any(steps == 1))
+        (True, True)
     """
     x, y = _validate(x, y, eps, norm, loss, target, eot)
     if alpha is None:

@@ -70,6 +70,21 @@ def pgd(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 10, step_
       eot: EOT draws per gradient.
       chunk, restart_chunk: chunk sizes of the EOT / restart ``vmap`` (``lax.map``).
       full_output: return the :class:`~jsnn.attacks.common.Best` instead of ``x_adv``.
+
+    Example:
+        On a linear model the loss is maximised at the corner ``x + ε·sign(w₁ − w₀)`` of the
+        ball; 5 steps of ``2.5·ε/5`` from a random start reach it:
+
+        >>> import jax, jax.numpy as jnp, numpy as np
+        >>> from jsnn.attacks import pgd
+        >>> W = jnp.array([[1., 0.], [0., 1.], [1., 0.], [0., 1.]])  # sign(w₁ − w₀) = (−, +, −, +)
+        >>> x, y = jnp.array([[0.6, 0.4, 0.6, 0.4], [0.9, 0.1, 0.9, 0.1]]), jnp.array([0, 0])
+        >>> best = pgd(lambda x, key: x @ W, x, y, jax.random.key(0), eps=0.15, steps=5,
+        ...            full_output=True)
+        >>> np.asarray(best.x, float).round(3).tolist()  # the 2nd example is too far from the boundary
+        [[0.45, 0.55, 0.45, 0.55], [0.75, 0.25, 0.75, 0.25]]
+        >>> best.fooled.tolist(), bool(jnp.all(jnp.abs(best.x - x) <= 0.15 + 1e-6))
+        ([True, False], True)
     """
     x, y = common.check_inputs(x, y)
     common.check_norm(norm)
