@@ -45,6 +45,17 @@ def value_and_grad(fn: Callable, x, key, *, samples: int = 1, chunk: Optional[in
 
     Returns:
       ``(mean values [B], mean gradient like x, mean aux)``.
+
+    Example:
+        ``‖x + n‖²`` with Gaussian noise n has gradient ``2(x + n)``, whose mean is ``2x``:
+
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn.attacks import eot
+        >>> fn = lambda x, k: (jnp.sum((x + 0.1 * jax.random.normal(k, x.shape)) ** 2, axis=1), ())
+        >>> x = jnp.array([[0.5, 0.2]])
+        >>> v, g, _ = eot.value_and_grad(fn, x, jax.random.key(0), samples=1000)
+        >>> bool(jnp.allclose(g, 2 * x, atol=0.03)), round(float(v[0]), 1)  # E‖x + n‖² = 0.29 + 0.02
+        (True, 0.3)
     """
 
     def one(k):
@@ -63,7 +74,17 @@ def value_and_grad(fn: Callable, x, key, *, samples: int = 1, chunk: Optional[in
 
 
 def expectation(fn: Callable, x, key, *, samples: int = 1, chunk: Optional[int] = None):
-    """EOT average of ``fn(x, key)`` (any pytree of arrays) over ``samples`` draws, forward only."""
+    """EOT average of ``fn(x, key)`` (any pytree of arrays) over ``samples`` draws, forward only.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn.attacks import eot
+        >>> noisy = lambda x, k: x + 0.1 * jax.random.normal(k, x.shape)
+        >>> x = jnp.array([[0.5, 0.2]])
+        >>> m = eot.expectation(noisy, x, jax.random.key(0), samples=1000)
+        >>> bool(jnp.allclose(m, x, atol=0.02)), bool(jnp.all(noisy(x, jax.random.key(0)) != x))
+        (True, True)
+    """
     if samples == 1:
         return fn(x, key)
     out = map_chunked(lambda k: fn(x, k), _keys(key, samples), chunk)
@@ -88,6 +109,15 @@ def oracle(logits_fn: Callable, loss, y, target=None, *, eot: int = 1,
       target: target classes ``[B]`` for targeted losses.
       eot: K, draws per query.
       chunk: EOT chunk size.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn.attacks import eot
+        >>> W = jnp.array([[1., 0.], [0., 1.]])
+        >>> orc = eot.oracle(lambda x, key: x @ W, "cw", jnp.array([0, 0]))
+        >>> loss, grad, fooled = orc.value_and_grad(jnp.array([[0.7, 0.2], [0.2, 0.7]]), jax.random.key(0))
+        >>> loss.round(3).tolist(), grad.tolist(), fooled.tolist()  # z₁ − z₀ and w₁ − w₀
+        ([-0.5, 0.5], [[-1.0, 1.0], [-1.0, 1.0]], [False, True])
     """
     loss_fn = losses_lib.get(loss)
 
@@ -128,7 +158,17 @@ def _correct_draws(logits_fn, x, y, key, *, draws, chunk):
 
 
 def correct_draws(logits_fn: Callable, x, y, key, *, draws: int = 10, chunk: Optional[int] = None):
-    """Per-draw correctness ``[draws, B]`` (bool) of ``x`` under ``draws`` fresh keys of the true forward."""
+    """Per-draw correctness ``[draws, B]`` (bool) of ``x`` under ``draws`` fresh keys of the true forward.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn.attacks import correct_draws
+        >>> noisy = lambda x, key: x + 0.1 * jax.random.normal(key, x.shape)  # logits = x + noise
+        >>> x, y = jnp.array([[0.9, -0.9], [0.9, -0.9]]), jnp.array([0, 1])
+        >>> c = correct_draws(noisy, x, y, jax.random.key(0), draws=5)
+        >>> c.shape, c.all(0).tolist(), c.any(0).tolist()  # far from the boundary: same in every draw
+        ((5, 2), [True, False], [True, False])
+    """
     if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
         raise ValueError(f"draws: must be an integer >= 1 (fresh model draws to judge on), got {draws!r}")
     return _correct_draws(as_partial(logits_fn), jnp.asarray(x), jnp.asarray(y), key, draws=draws, chunk=chunk)
@@ -147,6 +187,18 @@ def robust_accuracy(logits_fn: Callable, x_adv, y, key, *, draws: int = 10, chun
 
     Returns:
       ``(mean_accuracy, all_draws_accuracy)`` as float scalars (jax arrays).
+
+    Example:
+        A noisy classifier: its mean accuracy over draws exceeds the fraction of examples
+        it gets right in every draw; the far-from-the-boundary example stays correct.
+
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn.attacks import robust_accuracy
+        >>> noisy = lambda x, key: x + 0.3 * jax.random.normal(key, x.shape)  # logits = x + noise
+        >>> x, y = jnp.array([[0.6, 0.4], [0.9, -0.9]]), jnp.array([0, 0])
+        >>> mean, all_draws = robust_accuracy(noisy, x, y, jax.random.key(0), draws=20)
+        >>> 0.5 < float(mean) < 1.0, float(all_draws)
+        (True, 0.5)
     """
     c = correct_draws(logits_fn, x_adv, y, key, draws=draws, chunk=chunk)
     return c.mean(), c.all(0).mean()
