@@ -56,13 +56,24 @@ def p_selection(i: int, n_queries: int, p_init: float = 0.8) -> float:
 
     ``p = p_init / 2^k`` where ``k`` counts the halving points ``{10, 50, 200, 500, 1000,
     2000, 4000, 6000, 8000}`` strictly below ``int(i / n_queries · 10000)``.
+
+    Example:
+        >>> from jsnn.attacks.square import p_selection
+        >>> p_selection(0, 100), p_selection(50, 100)  # 50/100 · 10000 = 5000: 7 halvings
+        (0.8, 0.00625)
     """
     it = int(i / n_queries * 10000)
     return p_init / 2 ** sum(it > h for h in _P_HALVINGS)
 
 
 def square_sizes(n_queries: int, p_init: float, height: int, width: int) -> np.ndarray:
-    """Side ``s_i = max(round(√(p_i · H · W)), 1)`` (capped to ``min(H, W)``) for each iteration."""
+    """Side ``s_i = max(round(√(p_i · H · W)), 1)`` (capped to ``min(H, W)``) for each iteration.
+
+    Example:
+        >>> from jsnn.attacks.square import square_sizes
+        >>> square_sizes(10, 0.8, 8, 8).tolist()  # √(0.8·64) ≈ 7, then p = 0.05: √3.2 ≈ 2, ...
+        [7, 2, 1, 1, 1, 1, 1, 1]
+    """
     n_iter = max(n_queries - 2, 0)
     sizes = [max(int(round(math.sqrt(p_selection(i, n_queries, p_init) * height * width))), 1)
              for i in range(n_iter)]
@@ -70,7 +81,14 @@ def square_sizes(n_queries: int, p_init: float, height: int, width: int) -> np.n
 
 
 def margin(logits, y):
-    """Margin ``z_y − max_{i≠y} z_i`` per example (minus the CW loss); ``≤ 0`` iff misclassified."""
+    """Margin ``z_y − max_{i≠y} z_i`` per example (minus the CW loss); ``≤ 0`` iff misclassified.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn.attacks.square import margin
+        >>> margin(jnp.array([[3., 1., 0.], [0., 2., 1.]]), jnp.array([0, 0])).tolist()
+        [2.0, -2.0]
+    """
     return -losses.cw_margin(logits, y)
 
 
@@ -105,6 +123,23 @@ def square(logits_fn, x, y, key, *, eps, n_queries: int = 5000, p_init: float = 
 
     Returns:
       ``x_adv`` in the ε-ball around ``x`` and in ``[0, 1]`` (and the info dict).
+
+    Example:
+        A 2-class linear model on 2×2 images; the best margin in the ball is ``margin − 4ε``
+        (the corner), −0.2 for the first image and 1.0 for the second, which stays robust
+        and uses the whole budget:
+
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn.attacks import square
+        >>> W = jnp.array([[1., 0.], [0., 1.], [1., 0.], [0., 1.]])
+        >>> logits_fn = lambda x, key: x.reshape(x.shape[0], -1) @ W
+        >>> x = jnp.array([[0.6, 0.4, 0.6, 0.4], [0.9, 0.1, 0.9, 0.1]]).reshape(2, 2, 2, 1)
+        >>> x_adv, info = square(logits_fn, x, jnp.array([0, 0]), jax.random.key(0), eps=0.15,
+        ...                      n_queries=20, return_info=True)
+        >>> [round(m, 3) for m in info["margin"].tolist()], int(info["queries"][1])
+        ([-0.2, 1.0], 20)
+        >>> bool(jnp.all(jnp.abs(x_adv - x) <= 0.15 + 1e-6))
+        True
     """
     x, y = _check(x, y, eps, n_queries, p_init, eot)
     x_adv, queries, best = _square(common.as_partial(logits_fn), x, y, key, jnp.asarray(eps, x.dtype),
