@@ -123,6 +123,21 @@ def autoattack(logits_fn, x, y, key, *, eps, norm: str = "linf", version: str = 
 
     Returns:
       An :class:`AutoAttackResult`.
+
+    Example:
+        A tiny budget on a linear 4-class model: the first image is fooled by APGD-CE, the
+        second is misclassified from the start, so the later attacks have nothing left to do:
+
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn.attacks import autoattack
+        >>> W = jnp.array([[1., 0., 0., 0.], [0., 1., 0., 0.], [1., 0., 0., 0.], [0., 1., 0., 0.]])
+        >>> logits_fn = lambda x, key: x.reshape(x.shape[0], -1) @ W
+        >>> x = jnp.array([[0.6, 0.4, 0.6, 0.4], [0.9, 0.1, 0.9, 0.1]]).reshape(2, 2, 2, 1)
+        >>> res = autoattack(logits_fn, x, jnp.array([0, 1]), jax.random.key(0), eps=0.15, steps=5)
+        >>> res.log
+        {'clean': 0.5, 'apgd-ce': 0.0, 'apgd-t': 0.0, 'fab-t': 0.0, 'square': 0.0}
+        >>> res.robust.tolist(), bool(jnp.all(jnp.abs(res.x_adv - x) <= 0.15 + 1e-6))
+        ([False, False], True)
     """
     eot = (20 if version == "rand" else 1) if eot is None else eot
     judge_draws = (10 if version == "rand" else 1) if judge_draws is None else judge_draws

@@ -44,7 +44,14 @@ DYNAMIC_KWARGS = frozenset({"eps", "step_size", "alpha", "target"})
 
 
 class Estimator(NamedTuple):
-    """A backward estimator: surrogate (``None`` = the model's) and ``"bptt"``/``"bptr"`` (``None`` = the model's)."""
+    """A backward estimator: surrogate (``None`` = the model's) and ``"bptt"``/``"bptr"`` (``None`` = the model's).
+
+    Example:
+        >>> from jsnn import surrogate
+        >>> from jsnn.attacks import Estimator
+        >>> Estimator(surrogate.atan(2.0)).name, Estimator(None, "bptr").name, Estimator(None, None).name
+        ('atan(2)', 'bptr', 'default')
+    """
 
     surrogate: Optional[Surrogate] = None
     gradient: Optional[str] = "bptt"
@@ -63,7 +70,25 @@ def bptt(surrogate: Optional[Surrogate] = None) -> Estimator:
 
 
 def bptr() -> Estimator:
-    """Backpropagation through the rate (Ding et al. 2022)."""
+    """Backpropagation through the rate (Ding et al. 2022).
+
+    Example:
+        BPTR's input gradient is ``1[r > 0]``: none for a silent neuron, where a surrogate
+        still has one. Rates over T = 4 steps of constant input are 0.5 (x = 0.6) and 0 (x = 0.1):
+
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn import neuron, surrogate
+        >>> from jsnn.attacks import gradients
+        >>> def rate(x, e):
+        ...     return neuron.if_neuron(jnp.broadcast_to(x, (4, 2)), surrogate=e.surrogate,
+        ...                             gradient=e.gradient).mean(0)
+        >>> x = jnp.array([0.6, 0.1])
+        >>> jax.grad(lambda x: rate(x, gradients.bptr()).sum())(x).tolist()
+        [1.0, 0.0]
+        >>> g = jax.grad(lambda x: rate(x, gradients.bptt(surrogate.triangle(1.0))).sum())(x)
+        >>> bool(g[1] > 0)
+        True
+    """
     return Estimator(None, "bptr")
 
 
@@ -73,13 +98,29 @@ def default() -> Estimator:
 
 
 def sr_ensemble() -> tuple:
-    """The SR protocol: BPTT with triangle(1), sigmoid(4), atan(2), and BPTR."""
+    """The SR protocol: BPTT with triangle(1), sigmoid(4), atan(2), and BPTR.
+
+    Example:
+        >>> from jsnn.attacks import sr_ensemble
+        >>> [e.name for e in sr_ensemble()]
+        ['triangle(1)', 'sigmoid(4)', 'atan(2)', 'bptr']
+    """
     return (bptt(surrogate_lib.triangle(1.0)), bptt(surrogate_lib.sigmoid(4.0)),
             bptt(surrogate_lib.atan(2.0)), bptr())
 
 
 def parse(spec) -> Estimator:
-    """Estimator from ``"bptr"``, ``"default"``, ``"<surrogate>"`` or ``"<surrogate>:<width>"``."""
+    """Estimator from ``"bptr"``, ``"default"``, ``"<surrogate>"`` or ``"<surrogate>:<width>"``.
+
+    Example:
+        >>> from jsnn.attacks import gradients
+        >>> gradients.parse("atan:2"), gradients.parse("BPTR").name, gradients.parse("default").gradient
+        (Estimator(surrogate=atan(2), gradient='bptt'), 'bptr', None)
+        >>> gradients.parse("relu")
+        Traceback (most recent call last):
+        ...
+        ValueError: estimator: unknown 'relu'; allowed: bptr, default, or sigmoid|atan|...[:width]
+    """
     if isinstance(spec, Estimator):
         return spec
     if isinstance(spec, Surrogate):
@@ -187,6 +228,26 @@ def ensemble_attack(attack: Callable, make_logits_fn: Callable, estimators: Opti
 
     Returns:
       An :class:`EnsembleResult`.
+
+    Example:
+        PGD with the four SR estimators on a tiny spiking model (IF neurons, T = 4, rates fed to
+        a linear readout), in one jit; only the first image can be flipped within ε:
+
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn import neuron
+        >>> from jsnn.attacks import ensemble_attack, pgd, sr_ensemble
+        >>> W = jnp.array([[1., 0.], [0., 1.], [1., 0.], [0., 1.]])
+        >>> def make_logits_fn(surrogate, gradient):
+        ...     def logits_fn(x, key):
+        ...         spikes = neuron.if_neuron(jnp.broadcast_to(x, (4,) + x.shape), surrogate=surrogate,
+        ...                                   gradient=gradient or "bptt")
+        ...         return spikes.mean(0) @ W
+        ...     return logits_fn
+        >>> x, y = jnp.array([[0.6, 0.4, 0.6, 0.4], [0.9, 0.1, 0.9, 0.1]]), jnp.array([0, 0])
+        >>> res = ensemble_attack(pgd, make_logits_fn, sr_ensemble(), x, y, jax.random.key(0),
+        ...                       eps=0.15, steps=2)
+        >>> res.x_adv.shape, res.robust.tolist(), res.per_estimator.tolist()
+        ((4, 2, 4), [[False, True]], [0.5, 0.5, 0.5, 0.5])
     """
     x, y = common.check_inputs(x, y)
     estimators = tuple(parse(e) for e in (estimators or (default(),)))

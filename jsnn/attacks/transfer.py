@@ -36,6 +36,19 @@ def transfer(attack: Callable, source_logits_fn: Callable, target_logits_fn: Cal
       draws: fresh draws of the target to judge on (1 for a deterministic target).
       chunk: chunk size of the judgement draws.
       **attack_kwargs: forwarded to ``attack`` (``eps`` required by every attack).
+
+    Example:
+        The target is the source with scaled logits (same decisions), so FGSM crafted on the
+        source transfers fully: the first image is fooled, the second is out of reach:
+
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn.attacks import fgsm, transfer
+        >>> W = jnp.array([[1., 0.], [0., 1.], [1., 0.], [0., 1.]])
+        >>> source, target = (lambda x, key: x @ W), (lambda x, key: 3 * x @ W)
+        >>> x, y = jnp.array([[0.6, 0.4, 0.6, 0.4], [0.9, 0.1, 0.9, 0.1]]), jnp.array([0, 0])
+        >>> res = transfer(fgsm, source, target, x, y, jax.random.key(0), eps=0.15)
+        >>> float(res.accuracy), res.x_adv.shape
+        (0.5, (2, 4))
     """
     x, y = common.check_inputs(x, y)
     k_craft, k_judge = jax.random.split(key)
