@@ -18,14 +18,6 @@ AutoAttack) builds on these helpers; import them from here:
 
 Conventions: images ``[B, ...]`` in [0, 1]; ``eps`` is in pixel units; per-example
 quantities have shape ``[B]``; ``norm`` is ``"linf"`` or ``"l2"``.
-
-Example:
-    >>> import jax, jax.numpy as jnp
-    >>> from jsnn.attacks import common
-    >>> x = jnp.full((3, 4), 0.95)
-    >>> x0 = common.random_init(jax.random.key(0), x, 0.1, "linf")
-    >>> bool(jnp.all(jnp.abs(x0 - x) <= 0.1 + 1e-6)), bool(jnp.all(x0 <= 1.0))
-    (True, True)
 """
 
 from __future__ import annotations
