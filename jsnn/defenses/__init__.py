@@ -62,7 +62,18 @@ LossTransform = Callable[[LossFn], LossFn]
 
 
 def chain(*transforms: LossTransform) -> LossTransform:
-    """Composes loss transforms: ``chain(a, b)(loss) == b(a(loss))``."""
+    """Composes loss transforms: ``chain(a, b)(loss) == b(a(loss))``.
+
+    Example:
+        >>> from jsnn.defenses import chain
+        >>> add_one = lambda f: lambda *a: (f(*a)[0] + 1.0, f(*a)[1])
+        >>> double = lambda f: lambda *a: (2.0 * f(*a)[0], f(*a)[1])
+        >>> loss_fn = lambda params, state, batch, key: (params, (state, {}))
+        >>> chain(add_one, double)(loss_fn)(3.0, {}, None, None)[0]  # double(add_one(L)) = 2·(3 + 1)
+        8.0
+        >>> chain(double, add_one)(loss_fn)(3.0, {}, None, None)[0]  # add_one(double(L)) = 2·3 + 1
+        7.0
+    """
 
     def apply(loss_fn):
         for t in transforms:
@@ -73,7 +84,14 @@ def chain(*transforms: LossTransform) -> LossTransform:
 
 
 def identity() -> LossTransform:
-    """The no-op defense (vanilla training)."""
+    """The no-op defense (vanilla training).
+
+    Example:
+        >>> from jsnn.defenses import identity
+        >>> loss_fn = lambda params, state, batch, key: (params, (state, {}))
+        >>> identity()(loss_fn) is loss_fn
+        True
+    """
     return lambda loss_fn: loss_fn
 
 
@@ -108,6 +126,15 @@ def default_config(name: str):
 
     None-valued defaults become typed placeholders, so every field stays overridable from the
     command line (``--config.defense.at.alpha=0.01``).
+
+    Example:
+        >>> from jsnn.defenses import default_config
+        >>> cfg = default_config("at")
+        >>> cfg.attack, cfg.steps, round(cfg.eps * 255, 3), cfg.alpha is None
+        ('pgd', 7, 8.0, True)
+        >>> default_config("bogus")
+        Traceback (most recent call last):
+        ValueError: defense name: unknown defense 'bogus'; allowed: at, trades, noise, ...
     """
     from ml_collections import ConfigDict, config_dict
 
@@ -118,7 +145,16 @@ def default_config(name: str):
 
 
 def parse_names(name) -> list:
-    """``"sr+at"`` → ``["sr", "at"]``; ``"none"`` / ``""`` → ``[]``; unknown or repeated names raise."""
+    """``"sr+at"`` → ``["sr", "at"]``; ``"none"`` / ``""`` → ``[]``; unknown or repeated names raise.
+
+    Example:
+        >>> from jsnn.defenses import parse_names
+        >>> parse_names("sr+at"), parse_names("none")
+        (['sr', 'at'], [])
+        >>> parse_names("at+at")
+        Traceback (most recent call last):
+        ValueError: defense.name: ['at'] repeated in 'at+at'
+    """
     names = [n.strip() for n in str(name if name is not None else "none").split("+")]
     names = [n for n in names if n and n != "none"]
     unknown = [n for n in names if n not in _REGISTRY]
@@ -137,6 +173,21 @@ def from_config(config, model) -> DefenseSetup:
     ``config.defense.name`` lists the defenses (``"+"``-joined, innermost first);
     ``config.defense.<name>`` holds each one's settings (missing fields take
     :data:`DEFAULTS`). Sub-dicts of defenses not named are allowed and ignored.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> from ml_collections import ConfigDict
+        >>> from jsnn import defenses
+        >>> config = ConfigDict({"defense": {"name": "noise+rat", "noise": {"sigma": 0.0}}})
+        >>> setup = defenses.from_config(config, model=None)  # neither of these needs the model
+        >>> isinstance(setup.param_transform, optax.GradientTransformation)
+        True
+        >>> loss_fn = lambda params, state, batch, key: (batch["image"].sum(), (state, {}))
+        >>> batch = {"image": jnp.full((2, 3), 0.5), "label": jnp.zeros(2, int)}
+        >>> float(setup.loss_transform(loss_fn)(None, {}, batch, jax.random.key(0))[0])  # σ = 0: unchanged
+        3.0
+        >>> defenses.from_config(ConfigDict({"seed": 0}), model=None).param_transform is None  # vanilla
+        True
     """
     defense = config.get("defense", None) if hasattr(config, "get") else getattr(config, "defense", None)
     if defense is None:

@@ -39,6 +39,19 @@ def craft(model, params, model_state, x, y, key, *, attack: str = "pgd", eps: fl
 
     Returns:
       ``x_adv`` with ``stop_gradient`` applied.
+
+    Example:
+        >>> import flax.linen as nn, jax, jax.numpy as jnp
+        >>> from jsnn.defenses.adversarial import craft
+        >>> class Linear(nn.Module):  # a tiny model(x, train) -> logits
+        ...     @nn.compact
+        ...     def __call__(self, x, train=False):
+        ...         return nn.Dense(3)(x.reshape((x.shape[0], -1)))
+        >>> model, x, y = Linear(), jnp.full((2, 2, 2, 1), 0.5), jnp.array([0, 1])
+        >>> params = jax.jit(model.init)(jax.random.key(0), x)["params"]
+        >>> x_adv = craft(model, params, {}, x, y, jax.random.key(1), attack="pgd", eps=0.1, steps=3)
+        >>> x_adv.shape, bool(jnp.all(jnp.abs(x_adv - x) <= 0.1 + 1e-6))  # inside the ε-ball
+        ((2, 2, 2, 1), True)
     """
     from jsnn.attacks.fgsm import fgsm, rfgsm
     from jsnn.attacks.pgd import pgd
@@ -68,6 +81,27 @@ def adversarial_training(model, *, attack: str = "pgd", eps: float = 8 / 255, st
       model: the Flax model being trained.
       mix: weight w ∈ (0, 1] of the adversarial term; the clean term gets 1 − w.
       Others: see :func:`craft`.
+
+    Example:
+        >>> import flax.linen as nn, jax, jax.numpy as jnp
+        >>> from jsnn.defenses import adversarial_training
+        >>> from jsnn.train import cross_entropy_loss_fn
+        >>> class Linear(nn.Module):  # a tiny model(x, train) -> logits
+        ...     @nn.compact
+        ...     def __call__(self, x, train=False):
+        ...         return nn.Dense(3)(x.reshape((x.shape[0], -1)))
+        >>> model, x, y = Linear(), jnp.full((2, 2, 2, 1), 0.5), jnp.array([0, 1])
+        >>> params = jax.jit(model.init)(jax.random.key(0), x)["params"]
+        >>> batch, key = {"image": x, "label": y}, jax.random.key(1)
+        >>> loss_fn = cross_entropy_loss_fn(model)
+        >>> clean, _ = jax.jit(loss_fn)(params, {}, batch, key)
+        >>> at = jax.jit(adversarial_training(model, attack="fgsm", eps=0.1)(loss_fn))
+        >>> adv, (_, metrics) = at(params, {}, batch, key)
+        >>> bool(adv > clean)  # CE of a linear model is convex in x: an FGSM step raises it
+        True
+        >>> at0 = jax.jit(adversarial_training(model, eps=0.0, mix=0.5, steps=2)(loss_fn))  # x_adv = x
+        >>> bool(jnp.allclose(at0(params, {}, batch, key)[0], clean))  # (1 − w)·L(x) + w·L(x)
+        True
     """
     base.check_choice(attack, "defense.at.attack", ATTACKS)
     base.check_choice(norm, "defense.at.norm", NORMS)

@@ -13,6 +13,24 @@ construction and runs its own forwards with the helpers here:
   (adversarial training, TRADES, RSNN's RFGSM) craft their examples against.
 * :func:`settings` — a defense's config sub-dict merged over its defaults, with unknown
   fields rejected.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from jsnn import get_model
+    >>> from jsnn.defenses import base
+    >>> model = get_model("digits_mlp", hidden=(8,), T=2)
+    >>> x = jnp.full((3, 8, 8, 1), 0.5)
+    >>> variables = model.init(jax.random.key(0), x)
+    >>> params, state = variables["params"], {"batch_stats": variables["batch_stats"]}
+    >>> logits, new_state, inter = base.train_forward(model, params, state, x, jax.random.key(1),
+    ...                                               intermediates=True)
+    >>> logits.shape, inter["SpikingNeuron_0"]["current"][0].shape  # current: [T, B, 8]
+    ((3, 10), (2, 3, 8))
+    >>> bool(jnp.any(new_state["batch_stats"]["BatchNorm_0"]["mean"] != 0))  # running stats moved
+    True
+    >>> f = base.eval_logits_fn(model, params, state)  # BatchNorm running statistics
+    >>> bool(jnp.allclose(f(x, jax.random.key(2)), model.apply(variables, x)))
+    True
 """
 
 from __future__ import annotations
@@ -28,7 +46,14 @@ TRAIN_COLLECTIONS = ("batch_stats",)
 
 
 def with_image(batch, image):
-    """``batch`` with ``'image'`` replaced (other entries, e.g. labels, kept)."""
+    """``batch`` with ``'image'`` replaced (other entries, e.g. labels, kept).
+
+    Example:
+        >>> from jsnn.defenses.base import with_image
+        >>> batch = {"image": 0, "label": 1}
+        >>> with_image(batch, 2), batch
+        ({'image': 2, 'label': 1}, {'image': 0, 'label': 1})
+    """
     return {**batch, "image": image}
 
 
@@ -73,7 +98,15 @@ def eval_logits_fn(model, params, model_state):
 
 
 def cross_entropy(logits, labels):
-    """Per-example softmax cross-entropy with integer labels."""
+    """Per-example softmax cross-entropy with integer labels.
+
+    Example:
+        >>> import math, jax.numpy as jnp
+        >>> from jsnn.defenses.base import cross_entropy
+        >>> ce = cross_entropy(jnp.zeros((2, 4)), jnp.array([0, 3]))  # uniform over 4 classes
+        >>> ce.shape, round(float(ce[0]), 4) == round(math.log(4), 4)
+        ((2,), True)
+    """
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
@@ -82,7 +115,17 @@ def accuracy(logits, labels):
 
 
 def kl_divergence(p_logits, q_logits, temperature: float = 1.0):
-    """Per-example ``KL(softmax(p/τ) ‖ softmax(q/τ))``."""
+    """Per-example ``KL(softmax(p/τ) ‖ softmax(q/τ))``.
+
+    Example:
+        >>> import math, jax.numpy as jnp
+        >>> from jsnn.defenses.base import kl_divergence
+        >>> p, q = jnp.array([[0.0, 0.0]]), jnp.array([[math.log(3.0), 0.0]])  # (1/2, 1/2) vs (3/4, 1/4)
+        >>> round(float(kl_divergence(p, q)[0]), 4), round(0.5 * math.log(4 / 3), 4)
+        (0.1438, 0.1438)
+        >>> float(kl_divergence(q, q)[0])
+        0.0
+    """
     log_p = jax.nn.log_softmax(p_logits / temperature, axis=-1)
     log_q = jax.nn.log_softmax(q_logits / temperature, axis=-1)
     return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
@@ -93,6 +136,14 @@ def settings(name: str, sub, defaults: Mapping[str, Any]) -> dict:
 
     Raises:
       ValueError: a field that the defense does not know (listing the known ones).
+
+    Example:
+        >>> from jsnn.defenses.base import settings
+        >>> settings("noise", {"sigma": 0.1}, {"sigma": 0.03, "clip": True})
+        {'sigma': 0.1, 'clip': True}
+        >>> settings("noise", {"sgima": 0.1}, {"sigma": 0.03, "clip": True})
+        Traceback (most recent call last):
+        ValueError: defense.noise.sgima: unknown field; allowed: clip, sigma
     """
     out = dict(defaults)
     if sub is None:
@@ -106,7 +157,16 @@ def settings(name: str, sub, defaults: Mapping[str, Any]) -> dict:
 
 
 def check_range(value, field: str, *, low=None, high=None, low_open=False, high_open=False):
-    """Validates a number in a range; ``ValueError`` naming the field otherwise."""
+    """Validates a number in a range; ``ValueError`` naming the field otherwise.
+
+    Example:
+        >>> from jsnn.defenses.base import check_range
+        >>> check_range(0.5, "defense.at.mix", low=0.0, high=1.0, low_open=True)
+        0.5
+        >>> check_range(0, "defense.at.mix", low=0.0, high=1.0, low_open=True)
+        Traceback (most recent call last):
+        ValueError: defense.at.mix: must be > 0.0 and <= 1.0, got 0
+    """
     try:
         v = float(value)
     except (TypeError, ValueError):

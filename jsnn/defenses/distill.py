@@ -42,6 +42,18 @@ class ANNNet(SpikingModel):
     Attributes:
       backbone: registered model name.
       backbone_kwargs: extra backbone fields ``((name, value), ...)``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn import get_model
+        >>> model = get_model("ann", backbone="digits_mlp", hidden=(8,))
+        >>> x = jnp.linspace(0.0, 1.0, 3 * 64).reshape(3, 8, 8, 1)
+        >>> v = jax.jit(model.init)(jax.random.key(1), x)
+        >>> p = v["params"]["backbone"]  # at init BatchNorm (eval) is x / √(1 + 1e-5); then ReLU, not spikes
+        >>> h = jax.nn.relu(x.reshape(3, -1) @ p["Dense_0"]["kernel"] / jnp.sqrt(1 + 1e-5))
+        >>> expected = h @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"]
+        >>> bool(jnp.allclose(jax.jit(model.apply)(v, x), expected, atol=1e-5))
+        True
     """
 
     backbone: str = "digits_conv"
@@ -76,6 +88,27 @@ def distill(model, teacher_fn: Callable, *, alpha: float = 0.5, temperature: flo
       model: the student.
       teacher_fn: ``teacher_fn(x) -> logits`` (treated as constant).
       alpha: weight α of the distillation term; temperature: τ.
+
+    Example:
+        >>> import flax.linen as nn, jax, jax.numpy as jnp
+        >>> from jsnn.defenses import distill
+        >>> from jsnn.defenses.base import kl_divergence
+        >>> from jsnn.train import cross_entropy_loss_fn
+        >>> class Linear(nn.Module):  # a tiny model(x, train) -> logits
+        ...     @nn.compact
+        ...     def __call__(self, x, train=False):
+        ...         return nn.Dense(3)(x.reshape((x.shape[0], -1)))
+        >>> model, x, y = Linear(), jnp.full((2, 2, 2, 1), 0.5), jnp.array([0, 1])
+        >>> params = jax.jit(model.init)(jax.random.key(0), x)["params"]
+        >>> batch, key = {"image": x, "label": y}, jax.random.key(1)
+        >>> loss_fn = cross_entropy_loss_fn(model)
+        >>> clean, _ = jax.jit(loss_fn)(params, {}, batch, key)
+        >>> teacher_fn = lambda x: jnp.zeros((x.shape[0], 3))  # a uniform teacher
+        >>> kd_loss_fn = jax.jit(distill(model, teacher_fn, alpha=0.25, temperature=2.0)(loss_fn))
+        >>> loss, (_, m) = kd_loss_fn(params, {}, batch, key)
+        >>> kl = kl_divergence(teacher_fn(x), model.apply({"params": params}, x), 2.0).mean()
+        >>> bool(jnp.allclose(m["distill_kl"], kl)), bool(jnp.allclose(loss, 0.75 * clean + 0.25 * 2.0**2 * kl))
+        (True, True)
     """
     alpha = base.check_range(alpha, "defense.distill.alpha", low=0.0, high=1.0)
     temperature = base.check_range(temperature, "defense.distill.temperature", low=0.0, low_open=True)
@@ -96,7 +129,16 @@ def distill(model, teacher_fn: Callable, *, alpha: float = 0.5, temperature: flo
 
 
 def load_teacher(workdir: str, num_classes: int) -> Callable:
-    """``teacher_fn(x)`` from a run trained by ``launch.train`` in ``workdir`` (evaluation mode)."""
+    """``teacher_fn(x)`` from a run trained by ``launch.train`` in ``workdir`` (evaluation mode).
+
+    Example:
+        >>> import tempfile
+        >>> from jsnn.defenses.distill import load_teacher
+        >>> with tempfile.TemporaryDirectory() as workdir:  # nothing trained there
+        ...     load_teacher(workdir, num_classes=10)
+        Traceback (most recent call last):
+        FileNotFoundError: workdir '...' has no config.json: train it first with launch.train
+    """
     from jsnn import train as train_lib
 
     _, teacher, variables = train_lib.restore(workdir)

@@ -47,6 +47,15 @@ class StochasticFeatures(nn.Module):
     """``z = μ + σ⊙ε``, ``σ = softplus(s) + σ_min``, ``ε ~ N(0, I)`` from rng ``"noise"``.
 
     Sows ``σ`` into ``"intermediates"`` as ``"sigma"``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn.defenses import StochasticFeatures
+        >>> mu, s = jnp.zeros((2, 3)), jnp.zeros((2, 3))  # σ = softplus(0) + 0.001 = log 2 + 0.001
+        >>> z, inter = StochasticFeatures().apply({}, mu, s, rngs={"noise": jax.random.key(0)},
+        ...                                       mutable=["intermediates"])
+        >>> round(float(inter["intermediates"]["sigma"][0][0, 0]), 4), z.shape, bool(jnp.any(z != mu))
+        (0.6941, (2, 3), True)
     """
 
     min_sigma: float = 1e-3
@@ -81,6 +90,18 @@ class FeatureVarianceNet(SpikingModel):
       unit_norm: unit-norm classifier rows (the scale guard).
       min_sigma: σ floor.
       backbone_kwargs: extra constructor fields of the backbone, as ``((name, value), ...)``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn import get_model
+        >>> model = get_model("mfdv", backbone="digits_mlp", features=4, hidden=(8,), T=2)
+        >>> x = jnp.zeros((3, 8, 8, 1))
+        >>> v = jax.eval_shape(model.init, jax.random.key(0), x)  # shapes only, no compute
+        >>> v["params"]["backbone"]["Dense_1"]["kernel"].shape  # backbone readout: 2·features = [μ, s]
+        (8, 8)
+        >>> logits = jax.eval_shape(model.apply, v, x, rngs={"noise": jax.random.key(1)})
+        >>> v["params"]["classifier"]["kernel"].shape, logits.shape  # z = μ + σ⊙ε → 10 classes
+        ((4, 10), (3, 10))
     """
 
     backbone: str = "digits_conv"
@@ -122,7 +143,18 @@ models.register("mfdv", mfdv_model)
 
 
 def regularizer(sigma, reg: str = "log_var", classifier_kernel=None):
-    """R(σ): ``mean log σ²`` or WCA's ``mean_b log Σ_k Σ_i W_ik² σ_bi²`` (W normalized per class if given so)."""
+    """R(σ): ``mean log σ²`` or WCA's ``mean_b log Σ_k Σ_i W_ik² σ_bi²`` (W normalized per class if given so).
+
+    Example:
+        >>> import math, jax.numpy as jnp
+        >>> from jsnn.defenses.feature_variance import regularizer
+        >>> sigma = jnp.full((2, 3), math.e)
+        >>> round(float(regularizer(sigma)), 4)  # log e² = 2
+        2.0
+        >>> wca = regularizer(sigma, "wca", jnp.ones((3, 4)))  # log Σ_k Σ_i 1·e² = log(4·3·e²)
+        >>> round(float(wca), 4) == round(math.log(4 * 3 * math.e**2), 4)
+        True
+    """
     if reg == "log_var":
         return jnp.mean(jnp.log(jnp.square(sigma)))
     if classifier_kernel is None:
@@ -131,14 +163,42 @@ def regularizer(sigma, reg: str = "log_var", classifier_kernel=None):
 
 
 def ramp(lam: float, step, ramp_steps: int):
-    """``λ·min(1, step / ramp_steps)`` (``λ`` when ``ramp_steps`` is 0)."""
+    """``λ·min(1, step / ramp_steps)`` (``λ`` when ``ramp_steps`` is 0).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn.defenses.feature_variance import ramp
+        >>> [round(float(ramp(0.1, jnp.array(t), 200)), 4) for t in (0, 50, 400)]
+        [0.0, 0.025, 0.1]
+    """
     if ramp_steps <= 0:
         return jnp.asarray(lam, jnp.float32)
     return lam * jnp.minimum(1.0, step.astype(jnp.float32) / ramp_steps)
 
 
 def feature_variance(model, *, lam: float = 0.1, ramp_steps: int = 200, reg: str = "log_var"):
-    """MFDV loss transform ``L(x) − λ_t·R(σ)`` for a :class:`FeatureVarianceNet` (module docstring)."""
+    """MFDV loss transform ``L(x) − λ_t·R(σ)`` for a :class:`FeatureVarianceNet` (module docstring).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn import get_model
+        >>> from jsnn.defenses import feature_variance
+        >>> from jsnn.train import cross_entropy_loss_fn
+        >>> model = get_model("mfdv", backbone="digits_mlp", features=4, hidden=(8,), T=2)
+        >>> x, y = jnp.full((3, 8, 8, 1), 0.5), jnp.array([0, 1, 2])
+        >>> v = jax.jit(model.init)(jax.random.key(0), x)
+        >>> params, state = v["params"], {k: v[k] for k in ("batch_stats", "counters")}
+        >>> loss_fn = jax.jit(feature_variance(model, lam=0.5, ramp_steps=4)(cross_entropy_loss_fn(model)))
+        >>> loss, (new_state, m) = loss_fn(params, state, {"image": x, "label": y}, jax.random.key(1))
+        >>> int(new_state["counters"]["step"]), float(m["mfdv_lambda"])  # λ_0 = 0.5·0/4, step counted
+        (1, 0.0)
+        >>> _, (_, m) = loss_fn(params, new_state, {"image": x, "label": y}, jax.random.key(1))
+        >>> float(m["mfdv_lambda"])  # λ_1 = 0.5·1/4
+        0.125
+        >>> feature_variance(get_model("digits_mlp"))
+        Traceback (most recent call last):
+        ValueError: defense.mfdv: needs config.model.name='mfdv' (a FeatureVarianceNet), got SpikingMLP
+    """
     if not isinstance(model, FeatureVarianceNet):
         raise ValueError(f"defense.mfdv: needs config.model.name='mfdv' (a FeatureVarianceNet), got "
                          f"{type(model).__name__}")

@@ -18,13 +18,36 @@ DEFAULTS = dict(sigma=8 / 255, clip=True)
 
 
 def perturb(x, key, sigma: float, clip: bool = True):
-    """``x + σ·N(0, I)``, clipped to [0, 1] if ``clip``."""
+    """``x + σ·N(0, I)``, clipped to [0, 1] if ``clip``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn.defenses.noise import perturb
+        >>> x = jnp.full((2, 4, 4, 1), 0.9)
+        >>> x_noisy = perturb(x, jax.random.key(0), sigma=0.5)
+        >>> bool(jnp.all((x_noisy >= 0) & (x_noisy <= 1))), bool(jnp.any(x_noisy == 1.0))  # clipped
+        (True, True)
+        >>> bool(jnp.all(perturb(x, jax.random.key(0), sigma=0.0) == x))
+        True
+    """
     x_noisy = x + sigma * jax.random.normal(key, x.shape, x.dtype)
     return jnp.clip(x_noisy, 0.0, 1.0) if clip else x_noisy
 
 
 def gaussian_noise(*, sigma: float = 8 / 255, clip: bool = True):
-    """Loss transform evaluating the wrapped loss on ``x + σ·N(0, I)``."""
+    """Loss transform evaluating the wrapped loss on ``x + σ·N(0, I)``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn.defenses import gaussian_noise
+        >>> loss_fn = lambda params, state, batch, key: (jnp.mean(batch["image"]), (state, {}))
+        >>> batch, key = {"image": jnp.full((2, 4, 4, 1), 0.5)}, jax.random.key(0)
+        >>> float(gaussian_noise(sigma=0.0)(loss_fn)(None, {}, batch, key)[0])  # σ = 0: the base loss
+        0.5
+        >>> noisy = gaussian_noise(sigma=0.1, clip=False)(loss_fn)(None, {}, batch, key)[0]
+        >>> bool(noisy != 0.5), bool(abs(noisy - 0.5) < 0.1)  # mean of 32 draws of σ = 0.1 noise
+        (True, True)
+    """
     sigma = base.check_range(sigma, "defense.noise.sigma", low=0.0)
 
     def transform(loss_fn):

@@ -37,7 +37,19 @@ MIX_NAMES = ("mix",)
 
 
 def retract(w, beta: float):
-    """``(1 + β)·W − β·W·Wᵀ·W`` for a 2-D ``w`` (the cheaper association is used)."""
+    """``(1 + β)·W − β·W·Wᵀ·W`` for a 2-D ``w`` (the cheaper association is used).
+
+    Example:
+        An orthogonal matrix is a fixed point; a singular value s moves to s + β(s − s³).
+
+        >>> import jax.numpy as jnp
+        >>> from jsnn.defenses.orthogonal import retract
+        >>> q = jnp.array([[0.6, -0.8], [0.8, 0.6]])  # a rotation
+        >>> bool(jnp.allclose(retract(q, 0.1), q, atol=1e-6))
+        True
+        >>> bool(jnp.allclose(retract(2.0 * jnp.eye(2), 0.1), 1.4 * jnp.eye(2)))  # 2 + 0.1·(2 − 8)
+        True
+    """
     n, m = w.shape
     www = w @ (w.T @ w) if m <= n else (w @ w.T) @ w
     return (1.0 + beta) * w - beta * www
@@ -49,6 +61,18 @@ def retract_kernel(kernel, beta: float, *, key=None, row_fraction: float = 1.0, 
     Rows of W are output units (columns of the stored kernel). A dense kernel (2-D) with
     more than ``row_threshold`` outputs and ``row_fraction < 1`` retracts a random subset of
     ``int(out·row_fraction)`` of them (``key`` required).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn.defenses.orthogonal import retract_kernel
+        >>> q = jnp.eye(18, 2) @ jnp.array([[0.6, -0.8], [0.8, 0.6]])  # orthonormal columns
+        >>> kernel = q.reshape(3, 3, 2, 2)  # a 3×3 conv kernel, 2 → 2 channels
+        >>> k = retract_kernel(kernel, 0.1)
+        >>> k.shape, bool(jnp.allclose(k, kernel, atol=1e-5))
+        ((3, 3, 2, 2), True)
+        >>> m = retract_kernel(2.0 * kernel, 0.1).reshape(18, 2)
+        >>> bool(jnp.allclose(m.T @ m, 1.4 ** 2 * jnp.eye(2), atol=1e-4))  # every singular value 2 → 1.4
+        True
     """
     shape = kernel.shape
     k2 = kernel.reshape(-1, shape[-1])
@@ -68,6 +92,15 @@ def project_simplex(v):
 
     Sort descending u; ρ = max{j : u_j − (Σ_{i≤j} u_i − 1)/j > 0}; θ = (Σ_{i≤ρ} u_i − 1)/ρ;
     w = max(v − θ, 0).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn.defenses.orthogonal import project_simplex
+        >>> for v in ([0.3, 0.3], [2.0, 0.0], [0.5, 0.2]):  # shift by θ, clip at 0, sum 1
+        ...     print([round(float(w), 4) for w in project_simplex(jnp.array(v))])
+        [0.5, 0.5]
+        [1.0, 0.0]
+        [0.65, 0.35]
     """
     u = jnp.sort(v)[::-1]
     css = jnp.cumsum(u) - 1.0
@@ -92,7 +125,18 @@ class OrthogonalState(NamedTuple):
 
 def retract_params(params, beta: float, *, key=None, row_fraction: float = 1.0, row_threshold: int = 200,
                    simplex: bool = True):
-    """Applies the retraction to every ``kernel`` (ndim ≥ 2) and the simplex projection to every ``mix``."""
+    """Applies the retraction to every ``kernel`` (ndim ≥ 2) and the simplex projection to every ``mix``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn.defenses.orthogonal import retract_params
+        >>> params = {"dense": {"kernel": 2.0 * jnp.eye(2), "bias": jnp.ones(2)},
+        ...           "block": {"mix": jnp.array([2.0, 0.0])}}
+        >>> out = retract_params(params, 0.1)  # kernels retracted, mix projected, the rest kept
+        >>> dense = out["dense"]
+        >>> round(float(dense["kernel"][0, 0]), 4), dense["bias"].tolist(), out["block"]["mix"].tolist()
+        (1.4, [1.0, 1.0], [1.0, 0.0])
+    """
     leaves = jax.tree_util.tree_leaves_with_path(params)
     keys = iter(jax.random.split(key, max(1, len(leaves)))) if key is not None else None
 
@@ -117,6 +161,16 @@ def orthogonal(beta: float = 0.001, *, row_fraction: float = 1.0, row_threshold:
       row_fraction, row_threshold: row sampling of large dense layers (authors' code: 0.3, 200).
       simplex: project ``mix`` parameters onto the simplex.
       seed: seed of the row-sampling key kept in the optimizer state.
+
+    Example:
+        >>> import jax.numpy as jnp, optax
+        >>> from jsnn.defenses import orthogonal
+        >>> opt = optax.chain(optax.sgd(0.1), orthogonal(beta=0.1))
+        >>> params = {"kernel": 2.0 * jnp.eye(2)}
+        >>> updates, _ = opt.update({"kernel": jnp.zeros((2, 2))}, opt.init(params), params)
+        >>> new = optax.apply_updates(params, updates)["kernel"]  # R(P + 0) = 1.4·I
+        >>> bool(jnp.allclose(new, 1.4 * jnp.eye(2)))
+        True
     """
     beta = base.check_range(beta, "defense.rat.beta", low=0.0)
     row_fraction = base.check_range(row_fraction, "defense.rat.row_fraction", low=0.0, high=1.0, low_open=True)

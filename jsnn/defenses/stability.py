@@ -36,7 +36,14 @@ DEFAULTS = dict(rho=1.0, leak=0.99, perturbation="gaussian", sigma=8 / 255, eps=
 
 
 def mppd_trace(delta, leak: float = 0.99):
-    """``Y[t] = leak·Y[t−1] + Δ[t]`` over the leading (time) axis of ``delta`` ``[T, ...]``."""
+    """``Y[t] = leak·Y[t−1] + Δ[t]`` over the leading (time) axis of ``delta`` ``[T, ...]``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn.defenses.stability import mppd_trace
+        >>> mppd_trace(jnp.ones((3, 1)), leak=0.5).ravel().tolist()  # 1, 0.5·1 + 1, 0.5·1.5 + 1
+        [1.0, 1.5, 1.75]
+    """
 
     def step(y, d):
         y = leak * y + d
@@ -47,7 +54,15 @@ def mppd_trace(delta, leak: float = 0.99):
 
 
 def mppd_penalty(current_clean, current_pert, leak: float = 0.99):
-    """``mean(Y²)`` with ``Δ = stop_gradient(I_clean) − I_pert`` (both ``[T, B, ...]``)."""
+    """``mean(Y²)`` with ``Δ = stop_gradient(I_clean) − I_pert`` (both ``[T, B, ...]``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn.defenses.stability import mppd_penalty
+        >>> i = jnp.ones((2, 1, 3))
+        >>> float(mppd_penalty(i, i)), float(mppd_penalty(i, 0 * i, leak=1.0))  # Y = 1, 2: (1 + 4)/2
+        (0.0, 2.5)
+    """
     delta = jax.lax.stop_gradient(current_clean) - current_pert
     return jnp.mean(jnp.square(mppd_trace(delta, leak)))
 
@@ -108,6 +123,24 @@ def membrane_stability(model, *, rho: float = 1.0, leak: float = 0.99, perturbat
       rho: weight ρ of ``mean(Y²)``; leak: λ of the Y recursion.
       perturbation: ``"gaussian"`` (σ = ``sigma``) or ``"rfgsm"`` (``init_std`` start, FGSM ``eps``).
       clean_weight: w, the weight of the wrapped clean loss; the perturbed CE gets 1 − w.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn import DLIF, get_model
+        >>> from jsnn.defenses import membrane_stability
+        >>> from jsnn.train import cross_entropy_loss_fn
+        >>> model, x = get_model("digits_mlp", hidden=(8,), T=2, neuron=DLIF), jnp.full((3, 8, 8, 1), 0.5)
+        >>> v = jax.jit(model.init)(jax.random.key(0), x)
+        >>> params, state = v["params"], {"batch_stats": v["batch_stats"]}
+        >>> batch, key = {"image": x, "label": jnp.array([0, 1, 2])}, jax.random.key(1)
+        >>> loss_fn = cross_entropy_loss_fn(model)
+        >>> clean, _ = jax.jit(loss_fn)(params, state, batch, key)  # deterministic model: any key
+        >>> rsnn_loss_fn = jax.jit(membrane_stability(model, rho=2.0, clean_weight=0.25)(loss_fn))
+        >>> loss, (_, m) = rsnn_loss_fn(params, state, batch, key)
+        >>> bool(m["rsnn_penalty"] > 0), m["rsnn_pert_loss"].shape
+        (True, ())
+        >>> bool(jnp.allclose(loss, 0.25 * clean + 0.75 * m["rsnn_pert_loss"] + 2.0 * m["rsnn_penalty"]))
+        True
     """
     rho = base.check_range(rho, "defense.rsnn.rho", low=0.0)
     leak = base.check_range(leak, "defense.rsnn.leak", low=0.0)

@@ -25,6 +25,16 @@ def craft_kl(logits_fn, x, key, *, eps: float, step_size: float, steps: int, ini
     Args:
       logits_fn: ``logits_fn(x, key) -> logits`` (evaluation mode).
       x: clean images in [0, 1]; key: start noise and model noise (``fold_in`` per step).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn.defenses.trades import craft_kl
+        >>> w = jnp.array([[1.0, -1.0], [2.0, 0.0], [0.0, 3.0]])
+        >>> logits_fn = lambda x, key: x.reshape((x.shape[0], -1)) @ w  # linear, 3 features
+        >>> x = jnp.full((2, 3), 0.5)
+        >>> x_adv = craft_kl(logits_fn, x, jax.random.key(0), eps=0.1, step_size=0.05, steps=3)
+        >>> bool(jnp.all(jnp.abs(x_adv - x) <= 0.1 + 1e-6)), x_adv.shape
+        (True, (2, 3))
     """
     from jsnn.attacks import common
 
@@ -44,7 +54,26 @@ def craft_kl(logits_fn, x, key, *, eps: float, step_size: float, steps: int, ini
 
 def trades(model, *, beta: float = 6.0, eps: float = 0.031, step_size: float = 0.007, steps: int = 10,
            init_std: float = 0.001):
-    """TRADES loss transform: ``L(x) + β·mean KL(p(x) ‖ p(x_adv))`` (module docstring)."""
+    """TRADES loss transform: ``L(x) + β·mean KL(p(x) ‖ p(x_adv))`` (module docstring).
+
+    Example:
+        >>> import flax.linen as nn, jax, jax.numpy as jnp
+        >>> from jsnn.defenses import trades
+        >>> from jsnn.train import cross_entropy_loss_fn
+        >>> class Linear(nn.Module):  # a tiny model(x, train) -> logits
+        ...     @nn.compact
+        ...     def __call__(self, x, train=False):
+        ...         return nn.Dense(3)(x.reshape((x.shape[0], -1)))
+        >>> model, x, y = Linear(), jnp.full((2, 2, 2, 1), 0.5), jnp.array([0, 1])
+        >>> params = jax.jit(model.init)(jax.random.key(0), x)["params"]
+        >>> batch, key = {"image": x, "label": y}, jax.random.key(1)
+        >>> loss_fn = cross_entropy_loss_fn(model)
+        >>> clean, _ = jax.jit(loss_fn)(params, {}, batch, key)
+        >>> trades_loss_fn = jax.jit(trades(model, beta=2.0, eps=0.1, steps=2)(loss_fn))
+        >>> loss, (_, metrics) = trades_loss_fn(params, {}, batch, key)
+        >>> bool(metrics["trades_kl"] > 0), bool(jnp.allclose(loss, clean + 2.0 * metrics["trades_kl"]))
+        (True, True)
+    """
     beta = base.check_range(beta, "defense.trades.beta", low=0.0)
     eps = base.check_range(eps, "defense.trades.eps", low=0.0)
     step_size = base.check_range(step_size, "defense.trades.step_size", low=0.0)
