@@ -52,6 +52,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
+from jsnn.attacks.common import as_partial
+
 NOISES = ("input", "model")
 ABSTAIN = -1
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -149,7 +151,7 @@ def predict_from_counts(counts, *, alpha: float = 0.001):
 # ------------------------------------------------------------------------------- sampling
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "num", "batch_size", "noise", "num_classes"))
+@functools.partial(jax.jit, static_argnames=("num", "batch_size", "noise", "num_classes"))
 def _sample_counts(logits_fn, x, keys, sigma, *, num, batch_size, noise, num_classes):
     """Counts ``[B, K]`` of the base classifier's argmax over ``num`` noisy samples per image."""
     num_images = x.shape[0]
@@ -201,7 +203,8 @@ def sample_counts(logits_fn: Callable, x, key, *, num: int, sigma: float, noise:
     x, keys, single = _prepare(x, key, image_ndim)
     phase_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, phase)
     num_classes = _num_classes(logits_fn, x, keys[0])
-    counts = _sample_counts(logits_fn, x, phase_keys, jnp.float32(sigma), num=num, batch_size=batch_size,
+    # A Partial's arrays (the parameters) are traced arguments; a plain function is cached by identity.
+    counts = _sample_counts(as_partial(logits_fn), x, phase_keys, jnp.float32(sigma), num=num, batch_size=batch_size,
                             noise=noise, num_classes=num_classes)
     return counts[0] if single else counts
 
@@ -310,23 +313,20 @@ def average_certified_radius(radius, correct) -> float:
 
 def plot_certified_accuracy(radius, correct, path, *, title: str = "") -> None:
     """Writes a PNG of certified accuracy vs L2 radius (Cohen et al., Fig. 6 style)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
 
     radius = np.asarray(radius, np.float64)
     correct = np.asarray(correct, bool)
     top = max(1.0, float(radius.max(initial=0.0)) * 1.1)
     grid = np.linspace(0.0, top, 200)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     ax.plot(grid, certified_accuracy(radius, correct, grid), lw=2)
     ax.plot(RADII, certified_accuracy(radius, correct, RADII), "o", color="C1")
     ax.set(xlabel="L2 radius", ylabel="certified accuracy", ylim=(0, 1), xlim=(0, top), title=title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- validation

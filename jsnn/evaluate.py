@@ -53,7 +53,7 @@ import numpy as np
 from absl import logging
 from jax.tree_util import Partial
 
-from jsnn import attacks, parallel
+from jsnn import attacks, models, parallel
 from jsnn.attacks import gradients as gradients_lib
 from jsnn.models import SpikingModel, with_estimator
 
@@ -303,18 +303,11 @@ def plan(ev, *, stochastic: bool, spiking: bool) -> List[Dict[str, Any]]:
 # ----------------------------------------------------------------------------- running
 
 
-def _apply(model, variables, x, key):
-    return model.apply(variables, x, train=False, rngs={"noise": key})
-
-
 def _make_apply(model, variables, surrogate, gradient):
     m = with_estimator(model, surrogate=surrogate, gradient=gradient)
     return lambda x, key: m.apply(variables, x, train=False, rngs={"noise": key})
 
 
-def forward(model, variables) -> Partial:
-    """``logits_fn(x, key)`` with the parameters as traced leaves (not compiled-in constants)."""
-    return Partial(functools.partial(_apply, model), variables)
 
 
 def estimator_factory(model, variables) -> Partial:
@@ -534,12 +527,10 @@ def sanity_checks(records: Dict[str, dict], grad_stats: Optional[dict], ev) -> D
 
 def plot(records: Dict[str, dict], path: str, title: str = "") -> None:
     """Accuracy vs ε per attack family (lines) and single-ε attacks (markers)."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for f, pts in _families(records).items():
         e, a = np.array(pts).T
         ax.plot(e, a, marker="o", label=f)
@@ -556,7 +547,6 @@ def plot(records: Dict[str, dict], path: str, title: str = "") -> None:
     fig.tight_layout()
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=120)
-    plt.close(fig)
     os.replace(tmp, path)
 
 
@@ -601,7 +591,7 @@ def evaluate_workdir(workdir: str, overrides=None, num_examples: Optional[int] =
     parallel.check_divisible(ev.batch_size, mesh, "evaluate.batch_size")
     variables = parallel.replicate(variables, mesh)
     images, labels = _load_images(config, ev)
-    fn = forward(model, variables)
+    fn = models.logits_fn(model, variables)
     make = estimator_factory(model, variables)
     stochastic = is_stochastic(model, fn, jnp.asarray(images[: min(len(images), 16)]))
     spiking = isinstance(model, SpikingModel)
@@ -650,7 +640,7 @@ def evaluate_workdir(workdir: str, overrides=None, num_examples: Optional[int] =
             continue
         if rec["attack"] == "transfer" and source_fn is None:
             _, src_model, src_vars = train.restore(rec["settings"]["source"])
-            source_fn = forward(src_model, src_vars)
+            source_fn = models.logits_fn(src_model, src_vars)
         logging.info("[%d/%d] %s: running on %d examples", i, len(records_plan), name, len(labels))
         records[name] = _run_record(rec, fn, make, source_fn, images, labels, ev, i, len(records_plan), mesh)
         logging.info("[%d/%d] %s: accuracy %.4f (all draws %.4f) in %.1fs", i, len(records_plan), name,

@@ -87,7 +87,7 @@ def split_time(x, T: int):
 
 
 class SpikingNeuron(nn.Module):
-    """Spiking nonlinearity on merged ``[T·B, ...]`` activations."""
+    """Spiking nonlinearity on merged ``[B·T, ...]`` activations."""
 
     T: int
     config: NeuronConfig = LIF
@@ -128,7 +128,7 @@ class EncoderConfig(NamedTuple):
 
 
 class Encoder(nn.Module):
-    """Encodes ``[B, H, W, C]`` images to merged ``[T·B, H, W, C]``; draws from rng ``"noise"``."""
+    """Encodes ``[B, H, W, C]`` images to merged ``[B·T, H, W, C]``; draws from rng ``"noise"``."""
 
     T: int
     config: EncoderConfig = EncoderConfig()
@@ -166,7 +166,7 @@ def batch_norm(train: bool, name: Optional[str] = None):
 
 
 def time_average(logits, T: int):
-    """Mean over time of merged logits ``[T·B, K]`` → ``[B, K]``."""
+    """Mean over time of merged logits ``[B·T, K]`` → ``[B, K]``."""
     return split_time(logits, T).mean(0)
 
 

@@ -682,10 +682,7 @@ def plot_summary(directory: str, grid: Grid, rows: Sequence[Row], metrics: Seque
     when positive values span ≥ 100×), one line per combination of the other varying axes;
     otherwise one bar per grid point. Axes with a single value are left out of the labels.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
 
     os.makedirs(directory, exist_ok=True)
     varying = [i for i, (_, vals) in enumerate(grid) if len(vals) > 1]
@@ -699,7 +696,8 @@ def plot_summary(directory: str, grid: Grid, rows: Sequence[Row], metrics: Seque
 
     files = []
     for m in metrics:
-        fig, ax = plt.subplots(figsize=(max(4.5, 0.7 * len(rows) + 2.5), 3.5))
+        fig = Figure(figsize=(max(4.5, 0.7 * len(rows) + 2.5), 3.5))
+        ax = fig.subplots()
         if xaxis is not None:
             groups: Dict[str, List[Row]] = {}
             for row in rows:
@@ -727,7 +725,6 @@ def plot_summary(directory: str, grid: Grid, rows: Sequence[Row], metrics: Seque
         ax.grid(alpha=0.3)
         path = os.path.join(directory, f"{_safe_file(m)}.png")
         _write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"), ".png")
-        plt.close(fig)
         files.append(path)
     return files
 

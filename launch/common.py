@@ -4,7 +4,6 @@ import contextlib
 import logging as std_logging
 import sys
 
-from absl import logging
 
 
 class _DropOrbaxInfo(std_logging.Filter):
@@ -15,7 +14,10 @@ class _DropOrbaxInfo(std_logging.Filter):
 
 
 def quiet_orbax() -> None:
-    logging.get_absl_handler().addFilter(_DropOrbaxInfo())
+    """Drops Orbax INFO records at the ``absl`` logger (so every handler, e.g. a notebook's, is spared)."""
+    logger = std_logging.getLogger("absl")
+    if not any(isinstance(f, _DropOrbaxInfo) for f in logger.filters):
+        logger.addFilter(_DropOrbaxInfo())
 
 
 @contextlib.contextmanager

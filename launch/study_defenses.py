@@ -189,15 +189,13 @@ def summarize(workdir: str, names, seeds):
 
 
 def _plots(workdir, summary, columns):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
 
     worst = [c for c in columns if c.startswith("worst")]
     clean = "clean" if any("clean" in v["stats"] for v in summary.values()) else "clean (full test split)"
     if worst:
-        fig, ax = plt.subplots(figsize=(6, 4.5))
+        fig = Figure(figsize=(6, 4.5))
+        ax = fig.subplots()
         for name, v in summary.items():
             if clean in v["stats"] and worst[0] in v["stats"]:
                 (cm, cs, _), (rm, rs, _) = v["stats"][clean], v["stats"][worst[0]]
@@ -210,12 +208,12 @@ def _plots(workdir, summary, columns):
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(os.path.join(workdir, "tradeoff.png"), dpi=120)
-        plt.close(fig)
     pgd = sorted({c.split("-eps")[0] for c in columns if c.startswith("pgd") and "-eps" in c
                   and not c.endswith(("-eot1", "-large"))})
     if pgd:
         fam = pgd[-1]
-        fig, ax = plt.subplots(figsize=(6, 4.5))
+        fig = Figure(figsize=(6, 4.5))
+        ax = fig.subplots()
         for name, v in summary.items():
             pts = sorted((v["eps"][c], v["stats"][c][0]) for c in v["stats"]
                          if c.startswith(fam + "-") and c in v["eps"] and not c.endswith(("-eot1", "-large")))
@@ -229,7 +227,6 @@ def _plots(workdir, summary, columns):
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(os.path.join(workdir, "accuracy_vs_eps.png"), dpi=120)
-        plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- main

@@ -1,10 +1,26 @@
-"""Shared parts of every jsnn model: encoder → normalize → body → time-averaged logits."""
+"""Shared parts of every jsnn model: encoder → normalize → body → time-averaged logits.
+
+Example:
+    :func:`logits_fn` is the evaluation-mode forward that attacks and certification call.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from jsnn import get_model, surrogate
+    >>> from jsnn.models import logits_fn
+    >>> model, x = get_model("digits_mlp", hidden=(8,), T=2), jnp.full((3, 8, 8, 1), 0.5)
+    >>> variables = jax.jit(model.init)(jax.random.key(0), x)
+    >>> f = logits_fn(model, variables, surrogate=surrogate.atan(2.0))  # the attack's estimator
+    >>> z = f(x, jax.random.key(1))  # the key feeds stochastic encoders; unused here
+    >>> z.shape, bool(jnp.allclose(z, model.apply(variables, x)))  # same forward, BatchNorm eval
+    ((3, 10), True)
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
+from jax.tree_util import Partial
 
 from jsnn.layers import EncoderConfig, LIF, NeuronConfig
 
@@ -19,6 +35,27 @@ class SpikingModel(nn.Module):
       encoder: input encoder.
       mean, std: per-channel normalization applied after encoding.
       input_channels: expected image channels (checked at call time).
+
+    Example:
+        A new model implements ``__call__(x, train)``: images ``[B, H, W, C]`` → logits ``[B, K]``.
+
+        >>> import flax.linen as nn, jax, jax.numpy as jnp
+        >>> from jsnn.layers import Encoder, SpikingNeuron, time_average
+        >>> from jsnn.models import SpikingModel
+        >>> class Tiny(SpikingModel):
+        ...     @nn.compact
+        ...     def __call__(self, x, train=False):
+        ...         self.check_input(x)
+        ...         h = Encoder(self.T, self.encoder)(x)  # merged [B·T, H, W, C]
+        ...         h = SpikingNeuron(self.T, self.neuron)(nn.Dense(4)(h.reshape((h.shape[0], -1))))
+        ...         return time_average(nn.Dense(self.num_classes)(h), self.T)
+        >>> model, x = Tiny(num_classes=3, T=2, input_channels=1), jnp.zeros((5, 4, 4, 1))
+        >>> jax.eval_shape(model.init_with_output, jax.random.key(0), x)[0].shape
+        (5, 3)
+        >>> model.init(jax.random.key(0), jnp.zeros((5, 4, 4, 3)))
+        Traceback (most recent call last):
+        ValueError: model input: expected 1 channels (NHWC), got shape (5, 4, 4, 3)
+        ...
     """
 
     num_classes: int = 10
@@ -41,6 +78,15 @@ def with_estimator(model: SpikingModel, *, surrogate=None, gradient: str | None 
 
     Attacks choose their surrogate independently of training:
     ``with_estimator(model, surrogate=surrogate.atan(2.0))`` or ``gradient="bptr"``.
+
+    Example:
+        >>> from jsnn import get_model, surrogate, with_estimator
+        >>> model = get_model("digits_conv")
+        >>> m = with_estimator(model, surrogate=surrogate.atan(2.0), gradient="bptr")
+        >>> m.neuron.surrogate, m.neuron.gradient, m.neuron.tau  # other neuron fields kept
+        (atan(2), 'bptr', 2.0)
+        >>> model.neuron.surrogate is None, model.neuron.gradient  # the original is unchanged
+        (True, 'bptt')
     """
     cfg = model.neuron
     if surrogate is not None:
@@ -50,16 +96,19 @@ def with_estimator(model: SpikingModel, *, surrogate=None, gradient: str | None 
     return model.clone(neuron=cfg)
 
 
-def logits_fn(model: SpikingModel, variables, *, surrogate=None, gradient: str | None = None):
+def _eval_apply(model: SpikingModel, gradient, variables, surrogate, x, key):
+    m = with_estimator(model, surrogate=surrogate, gradient=gradient)
+    return m.apply(variables, x, train=False, rngs={"noise": key})
+
+
+def logits_fn(model: SpikingModel, variables, *, surrogate=None, gradient: str | None = None) -> Partial:
     """Evaluation-mode forward ``logits_fn(x, key) -> logits`` for attacks and certification.
 
     BatchNorm uses running statistics; ``key`` feeds the stochastic encoder and
     stochastic layers (rng ``"noise"``) and is ignored by deterministic models.
     ``surrogate`` / ``gradient`` pick the backward estimator independently of training.
+    The result is a :class:`jax.tree_util.Partial` whose leaves are ``variables`` and
+    ``surrogate``: passed to a jitted attack or sampler, the parameters are traced
+    arguments, not constants compiled into the program.
     """
-    m = with_estimator(model, surrogate=surrogate, gradient=gradient)
-
-    def fn(x, key):
-        return m.apply(variables, x, train=False, rngs={"noise": key})
-
-    return fn
+    return Partial(functools.partial(_eval_apply, model, gradient), variables, surrogate)
