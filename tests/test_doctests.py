@@ -14,8 +14,10 @@ import jsnn
 
 MODULES = sorted(m.name for m in pkgutil.walk_packages(jsnn.__path__, prefix="jsnn."))
 # Modules whose docstrings hold runnable examples today; the list only grows.
-WITH_EXAMPLES = ("jsnn.attacks.apgd", "jsnn.certify", "jsnn.encoding", "jsnn.neuron", "jsnn.parallel",
-                 "jsnn.surrogate")
+WITH_EXAMPLES = ("jsnn.attacks", "jsnn.attacks.apgd", "jsnn.attacks.autoattack", "jsnn.attacks.common",
+                 "jsnn.attacks.eot", "jsnn.attacks.fab", "jsnn.attacks.fgsm", "jsnn.attacks.gradients",
+                 "jsnn.attacks.losses", "jsnn.attacks.pgd", "jsnn.attacks.square", "jsnn.attacks.transfer",
+                 "jsnn.certify", "jsnn.encoding", "jsnn.neuron", "jsnn.parallel", "jsnn.surrogate")
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
