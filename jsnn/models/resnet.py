@@ -13,6 +13,22 @@ Kaiming-normal (fan-out) initialised.
   avgpool → FC-256 (spike) → FC.
 * :class:`SEWResNet` — Fang et al. 2021, "Deep Residual Learning in Spiking Neural Networks"
   (NeurIPS): ``out = g(SN(residual), shortcut_spikes)`` with g = ADD (default), AND or IAND.
+
+Example:
+    The full-size models are slow to initialise on a CPU; :func:`jax.eval_shape` checks them
+    without compute.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from jsnn.models import ResNet19, SEWResNet18, WRN16_4
+    >>> x = jnp.zeros((2, 32, 32, 3))
+    >>> for make in (WRN16_4, ResNet19, SEWResNet18):
+    ...     model = make(T=1, num_classes=100)
+    ...     v = jax.eval_shape(model.init, jax.random.key(0), x)
+    ...     n = sum(p.size for p in jax.tree.leaves(v["params"]))
+    ...     print(type(model).__name__, jax.eval_shape(model.apply, v, x).shape, f"{n / 1e6:.1f}M")
+    WideResNet (2, 100) 2.8M
+    SpikingResNet (2, 100) 12.7M
+    SEWResNet (2, 100) 11.2M
 """
 
 from __future__ import annotations
@@ -44,7 +60,14 @@ def conv1x1(features: int, strides: int = 1, name: Optional[str] = None):
 
 
 def global_avg_pool(h):
-    """Mean over the spatial axes of ``[N, H, W, C]`` → ``[N, C]``."""
+    """Mean over the spatial axes of ``[N, H, W, C]`` → ``[N, C]``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn.models.resnet import global_avg_pool
+        >>> global_avg_pool(jnp.arange(8.0).reshape(1, 2, 2, 2)).tolist()  # channel 0: 0, 2, 4, 6
+        [[3.0, 4.0]]
+    """
     return jnp.mean(h, axis=(1, 2))
 
 
@@ -58,6 +81,14 @@ def td_batch_norm(train: bool, alpha: float, v_threshold: float, enabled: bool =
     weight decay on the scale differ from a fixed ``α·V_th`` multiplier). α = 1, and
     α = 1/√2 for the two BatchNorms whose outputs are summed in a residual block.
     ``enabled=False`` gives the plain BatchNorm of :func:`jsnn.layers.batch_norm`.
+
+    Example:
+        >>> import math, jax, jax.numpy as jnp
+        >>> from jsnn.models.resnet import td_batch_norm
+        >>> bn = td_batch_norm(train=True, alpha=1 / math.sqrt(2), v_threshold=1.0)
+        >>> scale = bn.init(jax.random.key(0), jnp.zeros((4, 3)))["params"]["scale"]
+        >>> [round(float(s), 4) for s in scale]  # λ starts at α·V_th
+        [0.7071, 0.7071, 0.7071]
     """
     if not enabled:
         return batch_norm(train, name=name)
@@ -103,6 +134,7 @@ class WideResNet(SpikingModel):
 
     conv3×3(16) → 3 groups of (depth−4)/6 :class:`WideBlock` (widths 16k, 32k, 64k; strides
     1, 2, 2) → BN → spike → global avg pool → Dense. WRN-16-4: widths 64, 128, 256, 2 blocks each.
+    See the module docstring for an example.
 
     Attributes:
       depth: 6n + 4.
@@ -223,7 +255,15 @@ STEMS = ("auto", "imagenet", "cifar")
 
 
 def sew_connect(residual_spikes, shortcut, connect: str):
-    """SEW element-wise function g(A, S): ADD ``A + S``, AND ``A·S``, IAND ``(1 − A)·S``."""
+    """SEW element-wise function g(A, S): ADD ``A + S``, AND ``A·S``, IAND ``(1 − A)·S``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn.models.resnet import sew_connect
+        >>> a, s = jnp.array([0.0, 0.0, 1.0, 1.0]), jnp.array([0.0, 1.0, 0.0, 1.0])
+        >>> [sew_connect(a, s, g).tolist() for g in ("add", "and", "iand")]
+        [[0.0, 1.0, 1.0, 2.0], [0.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]]
+    """
     if connect == "add":
         return residual_spikes + shortcut
     if connect == "and":
@@ -269,6 +309,16 @@ class SEWResNet(SpikingModel):
       widths: stage widths; (64, 128, 256, 512).
       connect: ``"add"`` (default), ``"and"`` or ``"iand"``.
       stem: ``"auto"``, ``"imagenet"`` or ``"cifar"``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn.models import SEWResNet
+        >>> model = SEWResNet(blocks=(1, 1), widths=(8, 16), T=1)
+        >>> for size in (32, 96):  # stem="auto": CIFAR stem up to 64×64, ImageNet stem above
+        ...     v = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
+        ...     print(size, v["params"]["stem"]["kernel"].shape)
+        32 (3, 3, 3, 8)
+        96 (7, 7, 3, 8)
     """
 
     blocks: Sequence[int] = (2, 2, 2, 2)

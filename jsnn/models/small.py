@@ -1,4 +1,15 @@
-"""Small spiking models for 8×8 digits (and MNIST-sized inputs): a conv SNN and an MLP."""
+"""Small spiking models for 8×8 digits (and MNIST-sized inputs): a conv SNN and an MLP.
+
+``DigitsConv`` and ``DigitsMLP`` are the registered presets ``"digits_conv"`` and ``"digits_mlp"``.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from jsnn.models import DigitsMLP
+    >>> model, x = DigitsMLP(T=2), jnp.zeros((3, 8, 8, 1))
+    >>> v = jax.eval_shape(model.init, jax.random.key(0), x)  # shapes only, no compute
+    >>> [v["params"][f"Dense_{i}"]["kernel"].shape for i in range(3)]  # 64 → 256 → 128 → 10
+    [(64, 256), (256, 128), (128, 10)]
+"""
 
 from __future__ import annotations
 
@@ -15,6 +26,17 @@ class SpikingConvNet(SpikingModel):
     """Conv-BN-spike stages, average pooling, a spiking hidden dense layer, a linear readout.
 
     Default (digits): conv32 → conv64 → avgpool2 → fc128 → fc10, all spiking but the readout.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn.models import SpikingConvNet
+        >>> model = SpikingConvNet(features=(4, 8), hidden=16, T=2, num_classes=3)
+        >>> x = jnp.zeros((5, 8, 8, 1))
+        >>> v = jax.eval_shape(model.init, jax.random.key(0), x)  # shapes only, no compute
+        >>> v["params"]["Dense_0"]["kernel"].shape  # avgpool 8×8 → 4×4: 4·4·8 = 128 inputs
+        (128, 16)
+        >>> jax.eval_shape(model.apply, v, x).shape
+        (5, 3)
     """
 
     features: Sequence[int] = (32, 64)
@@ -39,7 +61,16 @@ class SpikingConvNet(SpikingModel):
 
 
 class SpikingMLP(SpikingModel):
-    """Flatten → (dense-BN-spike)×len(hidden) → linear readout."""
+    """Flatten → (dense-BN-spike)×len(hidden) → linear readout.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn.models import SpikingMLP
+        >>> model, x = SpikingMLP(hidden=(16, 8), T=2), jnp.zeros((5, 28, 28, 1))
+        >>> v = jax.eval_shape(model.init, jax.random.key(0), x)
+        >>> v["params"]["Dense_0"]["kernel"].shape, jax.eval_shape(model.apply, v, x).shape
+        ((784, 16), (5, 10))
+    """
 
     hidden: Sequence[int] = (256, 128)
 

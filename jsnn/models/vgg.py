@@ -12,6 +12,18 @@ in the papers' code. The FC hidden layers have no BatchNorm there (``fc_batch_no
 
 Initialisation follows the PyTorch references: conv kernels Kaiming-normal (fan-out, ReLU
 gain), dense kernels PyTorch's default ``U(±1/√fan_in)`` and zero biases; BatchNorm γ=1, β=0.
+
+Example:
+    VGG-11 is slow to initialise on a CPU; :func:`jax.eval_shape` checks its shapes without compute.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from jsnn.models import VGG11
+    >>> model, x = VGG11(T=1), jnp.zeros((2, 32, 32, 3))
+    >>> v = jax.eval_shape(model.init, jax.random.key(0), x)
+    >>> [v["params"][f"Dense_{i}"]["kernel"].shape for i in range(3)]  # 512·4·4 = 8192 at 32×32
+    [(8192, 4096), (4096, 4096), (4096, 10)]
+    >>> jax.eval_shape(model.apply, v, x).shape
+    (2, 10)
 """
 
 from __future__ import annotations
@@ -34,7 +46,16 @@ Stage = Union[int, str]
 
 
 def check_stages(stages: Sequence[Stage], field: str = "model.stages") -> tuple:
-    """Validates a VGG layer list: positive ints (conv widths) and ``"A"``/``"M"`` (avg/max pool 2)."""
+    """Validates a VGG layer list: positive ints (conv widths) and ``"A"``/``"M"`` (avg/max pool 2).
+
+    Example:
+        >>> from jsnn.models.vgg import check_stages
+        >>> check_stages([64, "A", 128, "M"])
+        (64, 'A', 128, 'M')
+        >>> check_stages([64, "P"])
+        Traceback (most recent call last):
+        ValueError: model.stages: entry 'P' in (64, 'P'); allowed: positive conv widths or 'A', 'M' ...
+    """
     stages = tuple(stages)
     for s in stages:
         ok = (s in POOLS) if isinstance(s, str) else (isinstance(s, int) and not isinstance(s, bool) and s > 0)
@@ -78,6 +99,17 @@ class SpikingVGG(SpikingModel):
       hidden: widths of the spiking FC hidden layers (``(4096, 4096)`` for VGG-11).
       dropout: dropout rate after each spiking FC hidden layer (train only; rng ``"dropout"``).
       fc_batch_norm: BatchNorm (merged T·B) in the FC hidden layers; the papers use none.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn.models import SpikingVGG
+        >>> model = SpikingVGG(stages=(4, "A", 8, "M"), hidden=(16,), T=2, num_classes=3)
+        >>> x = jnp.zeros((5, 8, 8, 1))
+        >>> v = jax.eval_shape(model.init, jax.random.key(0), x)
+        >>> v["params"]["Dense_0"]["kernel"].shape  # two pools: 8·(8/4)·(8/4) = 32 inputs
+        (32, 16)
+        >>> jax.eval_shape(model.apply, v, x).shape
+        (5, 3)
     """
 
     stages: Sequence[Stage] = (64, "A", 128, 256, "A", 512, 512, 512, "A", 512, 512)
