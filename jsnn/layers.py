@@ -39,6 +39,13 @@ class NeuronConfig(NamedTuple):
       surrogate: backward shape; ``None`` = sigmoid(4) for LIF, triangle(1) for IF/DLIF.
       gradient: ``"bptt"`` or ``"bptr"``.
       remat: recompute neuron steps in the backward pass.
+
+    Example:
+        >>> from jsnn.layers import DLIF, IF, LIF, NeuronConfig
+        >>> (LIF.kind, LIF.tau), (IF.kind, IF.leak), (DLIF.kind, DLIF.leak)
+        (('lif', 2.0), ('if', 1.0), ('dlif', 0.99))
+        >>> LIF._replace(v_reset=None).v_reset is None  # soft reset
+        True
     """
 
     kind: str = "lif"
@@ -59,7 +66,16 @@ DLIF = NeuronConfig(kind="dlif", leak=0.99)
 
 
 def check_neuron_config(cfg: NeuronConfig) -> NeuronConfig:
-    """Validates a :class:`NeuronConfig` with errors naming the field."""
+    """Validates a :class:`NeuronConfig` with errors naming the field.
+
+    Example:
+        >>> from jsnn.layers import LIF, check_neuron_config
+        >>> check_neuron_config(LIF) is LIF
+        True
+        >>> check_neuron_config(LIF._replace(tau=0.0))
+        Traceback (most recent call last):
+        ValueError: model.tau: must be > 0 for the LIF neuron, got 0.0
+    """
     if cfg.kind not in NEURONS:
         raise ValueError(f"model.neuron: unknown neuron {cfg.kind!r}; allowed: {', '.join(NEURONS)}")
     if cfg.kind == "lif" and not float(cfg.tau) > 0:
@@ -77,6 +93,15 @@ def merge_time(x):
     Batch-major merging keeps each device's shard of a data-parallel batch contiguous in the
     merged axis, so the partitioner never gathers the whole batch (a time-major merge made every
     device compute the full T·B). Stateless layers do not depend on the row order.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn.layers import merge_time, split_time
+        >>> x = jnp.array([[0, 1, 2], [10, 11, 12]])  # [T=2, B=3]: 10·t + b
+        >>> merge_time(x).tolist()  # b0t0, b0t1, b1t0, b1t1, ...
+        [0, 10, 1, 11, 2, 12]
+        >>> bool(jnp.all(split_time(merge_time(x), T=2) == x))
+        True
     """
     return jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:])
 
@@ -87,7 +112,20 @@ def split_time(x, T: int):
 
 
 class SpikingNeuron(nn.Module):
-    """Spiking nonlinearity on merged ``[B·T, ...]`` activations."""
+    """Spiking nonlinearity on merged ``[B·T, ...]`` activations.
+
+    Example:
+        A constant current of 1.5 into a LIF neuron (τ = 2, V_th = 1) spikes every other step.
+
+        >>> import jax.numpy as jnp
+        >>> from jsnn.layers import SpikingNeuron, merge_time, split_time
+        >>> x = merge_time(jnp.full((4, 1, 1), 1.5))  # T = 4, B = 1, one feature
+        >>> spikes, inter = SpikingNeuron(T=4).apply({}, x, mutable=["intermediates"])
+        >>> split_time(spikes, 4).ravel().tolist()
+        [0.0, 1.0, 0.0, 1.0]
+        >>> inter["intermediates"]["current"][0].shape  # sown for MPPD: [T, B, ...]
+        (4, 1, 1)
+    """
 
     T: int
     config: NeuronConfig = LIF
@@ -114,7 +152,13 @@ class SpikingNeuron(nn.Module):
 
 
 class EncoderConfig(NamedTuple):
-    """Input encoder of a model (see :mod:`jsnn.encoding`)."""
+    """Input encoder of a model (see :mod:`jsnn.encoding`).
+
+    Example:
+        >>> from jsnn.layers import EncoderConfig
+        >>> EncoderConfig().stochastic, EncoderConfig("rsc", sigma=0.1, per_step=True).stochastic
+        (False, True)
+    """
 
     name: str = "direct"
     sigma: float = 0.0
@@ -128,7 +172,16 @@ class EncoderConfig(NamedTuple):
 
 
 class Encoder(nn.Module):
-    """Encodes ``[B, H, W, C]`` images to merged ``[B·T, H, W, C]``; draws from rng ``"noise"``."""
+    """Encodes ``[B, H, W, C]`` images to merged ``[B·T, H, W, C]``; draws from rng ``"noise"``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn.layers import Encoder, split_time
+        >>> x = jnp.full((2, 4, 4, 1), 0.5)
+        >>> h = Encoder(T=3).apply({}, x)  # direct coding: the image at every step
+        >>> h.shape, bool(jnp.all(split_time(h, 3) == x))
+        ((6, 4, 4, 1), True)
+    """
 
     T: int
     config: EncoderConfig = EncoderConfig()
@@ -149,7 +202,14 @@ class Encoder(nn.Module):
 
 
 class Normalize(nn.Module):
-    """``(x − mean) / std`` per channel, inside the model so ε lives in pixel space."""
+    """``(x − mean) / std`` per channel, inside the model so ε lives in pixel space.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn.layers import Normalize
+        >>> Normalize(mean=(0.5, 0.0), std=(0.25, 2.0)).apply({}, jnp.ones((1, 2))).tolist()
+        [[2.0, 0.5]]
+    """
 
     mean: Sequence[float] = (0.0,)
     std: Sequence[float] = (1.0,)
@@ -161,17 +221,44 @@ class Normalize(nn.Module):
 
 
 def batch_norm(train: bool, name: Optional[str] = None):
-    """BatchNorm over the merged T·B axis (momentum 0.9, ε 1e-5 as in PyTorch)."""
+    """BatchNorm over the merged T·B axis (momentum 0.9, ε 1e-5 as in PyTorch).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn.layers import batch_norm
+        >>> x = jnp.array([[1.0], [3.0]])
+        >>> v = batch_norm(train=True).init(jax.random.key(0), x)
+        >>> y, upd = batch_norm(train=True).apply(v, x, mutable=["batch_stats"])
+        >>> [round(float(t), 3) for t in y.ravel()], round(float(upd["batch_stats"]["mean"][0]), 4)  # 0.1·2
+        ([-1.0, 1.0], 0.2)
+    """
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
 
 
 def time_average(logits, T: int):
-    """Mean over time of merged logits ``[B·T, K]`` → ``[B, K]``."""
+    """Mean over time of merged logits ``[B·T, K]`` → ``[B, K]``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn.layers import merge_time, time_average
+        >>> logits = merge_time(jnp.array([[[1.0], [2.0]], [[3.0], [6.0]]]))  # [T=2, B=2, K=1]
+        >>> time_average(logits, T=2).tolist()
+        [[2.0], [4.0]]
+    """
     return split_time(logits, T).mean(0)
 
 
 def default_surrogate(cfg: NeuronConfig) -> Surrogate:
-    """The surrogate a neuron preset uses when ``cfg.surrogate`` is None."""
+    """The surrogate a neuron preset uses when ``cfg.surrogate`` is None.
+
+    Example:
+        >>> from jsnn import surrogate
+        >>> from jsnn.layers import DLIF, LIF, default_surrogate
+        >>> default_surrogate(LIF), default_surrogate(DLIF)
+        (sigmoid(4), triangle(1))
+        >>> default_surrogate(LIF._replace(surrogate=surrogate.atan(3.0)))  # an explicit one wins
+        atan(3)
+    """
     if cfg.surrogate is not None:
         return cfg.surrogate
     return surrogate_lib.sigmoid(4.0) if cfg.kind == "lif" else surrogate_lib.triangle(1.0)

@@ -26,7 +26,7 @@ from jsnn.layers import EncoderConfig, LIF, NeuronConfig
 
 
 class SpikingModel(nn.Module):
-    """Base of the registered models; subclasses implement ``body(x, train)`` on merged T·B.
+    """Base of the registered models; subclasses implement ``__call__(x, train)`` (body on merged B·T).
 
     Attributes:
       num_classes: output classes.

@@ -1,6 +1,6 @@
 """Spiking residual networks: WRN-16-4 (SNN-RAT), ResNet-19 (tdBN) and SEW-ResNet-18.
 
-All three run the body on merged ``[T·B, H, W, C]`` activations, end with global average
+All three run the body on merged ``[B·T, H, W, C]`` activations, end with global average
 pooling over space and a Dense readout (ResNet-19: a spiking FC-256 first), and average the
 logits over T. Convolutions use PyTorch's padding (3×3 pad 1, 7×7 pad 3: symmetric), bias-free,
 Kaiming-normal (fan-out) initialised.

@@ -75,7 +75,7 @@ def check_rate(rate: float, field: str = "model.dropout") -> float:
 
 def spiking_dense(h, features: int, *, T: int, neuron: NeuronConfig, train: bool, dropout: float = 0.0,
                   use_batch_norm: bool = False):
-    """Dense → (BN) → spike → (dropout) on merged ``[T·B, F]``; call inside a compact module.
+    """Dense → (BN) → spike → (dropout) on merged ``[B·T, F]``; call inside a compact module.
 
     Dropout (rng ``"dropout"``) is active only when ``train`` and ``dropout > 0``; the mask is
     drawn independently per merged T·B row, as ``nn.Dropout`` on merged time in the papers' code.
