@@ -98,6 +98,14 @@ def info(name: str, image_size: int | None = None) -> DatasetInfo:
     """Static facts of ``name``; ``image_size`` sets ImageNet's resolution (default 64).
 
     Digits' mean/std are computed once from its train split.
+
+    Example:
+        >>> from jsnn import data
+        >>> d = data.info("digits")
+        >>> d.num_classes, d.image_shape, d.train_size, d.test_size, d.hflip
+        (10, (8, 8, 1), 1437, 360, False)
+        >>> data.info("cifar10").image_shape, data.info("imagenet2012", image_size=96).image_shape
+        ((32, 32, 3), (96, 96, 3))
     """
     _check_name(name)
     if name == "digits":
@@ -135,6 +143,15 @@ def read_config(config) -> DataConfig:
 
     Raises:
       ValueError: naming the field, the value and what is allowed.
+
+    Example:
+        >>> from jsnn import data
+        >>> cfg = data.read_config({"name": "digits", "batch_size": 32})  # missing fields: defaults
+        >>> cfg.batch_size, cfg.eval_batch_size, cfg.crop_padding, cfg.flip
+        (32, None, 0, False)
+        >>> data.read_config({"name": "digits", "flip": True})
+        Traceback (most recent call last):
+        ValueError: data.flip: a horizontal flip changes the meaning of digits images ...; set flip=False
     """
     if isinstance(config, DataConfig):
         return config
@@ -173,6 +190,14 @@ def check_batch(images, labels, num_classes: int, image_shape) -> None:
 
     Raises:
       ValueError: naming the field, the offending value and what is allowed.
+
+    Example:
+        >>> import numpy as np
+        >>> from jsnn import data
+        >>> data.check_batch(np.zeros((2, 8, 8, 1), np.float32), np.array([0, 9]), 10, (8, 8, 1))  # passes
+        >>> data.check_batch(np.full((2, 8, 8, 1), 255.0), np.array([0, 9]), 10, (8, 8, 1))
+        Traceback (most recent call last):
+        ValueError: image: pixel values must lie in [0, 1], got range [255, 255]
     """
     images, labels = np.asarray(images), np.asarray(labels)
     image_shape = tuple(int(d) for d in image_shape)
@@ -274,7 +299,17 @@ def _load(name: str, split: str, data_dir, limit, image_size):
 
 
 def clear_cache() -> None:
-    """Forgets splits loaded by :func:`load` (they are cached per name/split/dir/limit/size)."""
+    """Forgets splits loaded by :func:`load` (they are cached per name/split/dir/limit/size).
+
+    Example:
+        >>> from jsnn import data
+        >>> a = data.load({"name": "digits"}, "test")
+        >>> a is data.load({"name": "digits", "batch_size": 7}, "test")  # cached
+        True
+        >>> data.clear_cache()
+        >>> a is data.load({"name": "digits"}, "test")
+        False
+    """
     _load.cache_clear()
 
 
@@ -290,6 +325,15 @@ def load(config, split: str) -> ArrayDataset | StreamDataset:
       ValueError: invalid config or split, or invalid data (NaN pixels, labels out of range,
         wrong image shape).
       FileNotFoundError: the TFDS dataset is not prepared in ``data_dir`` (says how to).
+
+    Example:
+        >>> from jsnn import data
+        >>> test = data.load({"name": "digits"}, "test")
+        >>> images, labels = test.get([0, 1, 2])
+        >>> len(test), images.shape, images.dtype, labels.dtype
+        (360, (3, 8, 8, 1), dtype('float32'), dtype('int32'))
+        >>> len(data.load({"name": "digits", "train_limit": 100}, "train"))
+        100
     """
     cfg = read_config(config)
     if split not in SPLITS:
@@ -302,12 +346,28 @@ def load(config, split: str) -> ArrayDataset | StreamDataset:
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-    """The order of the ``n`` training examples in ``epoch``: a permutation seeded by (seed, epoch)."""
+    """The order of the ``n`` training examples in ``epoch``: a permutation seeded by (seed, epoch).
+
+    Example:
+        >>> import numpy as np
+        >>> from jsnn.data import epoch_permutation
+        >>> p = epoch_permutation(seed=0, epoch=1, n=10)
+        >>> sorted(p.tolist()) == list(range(10)), bool(np.all(p == epoch_permutation(0, 1, 10)))
+        (True, True)
+        >>> bool(np.all(p == epoch_permutation(0, 2, 10)))  # a new order every epoch
+        False
+    """
     return np.random.default_rng([0, seed, epoch]).permutation(n)
 
 
 def augment_rng(seed: int, step: int) -> np.random.Generator:
-    """The augmentation generator of training step ``step`` (seeded by (seed, step))."""
+    """The augmentation generator of training step ``step`` (seeded by (seed, step)).
+
+    Example:
+        >>> from jsnn.data import augment_rng
+        >>> augment_rng(0, 5).random() == augment_rng(0, 5).random() != augment_rng(0, 6).random()
+        True
+    """
     return np.random.default_rng([1, seed, step])
 
 
@@ -320,6 +380,17 @@ def train_batches(config, seed: int, start_step: int = 0) -> Iterator[dict[str, 
     ``epoch, i = divmod(step, steps_per_epoch)``, augmented (crop → flip → Cutout) with
     :func:`augment_rng` ``(seed, step)``. Hence starting at step k reproduces an
     uninterrupted run's batches k, k+1, ... exactly.
+
+    Example:
+        >>> import itertools, numpy as np
+        >>> from jsnn import data
+        >>> cfg = {"name": "digits", "batch_size": 32, "crop_padding": 1, "cutout": 2}
+        >>> run = list(itertools.islice(data.train_batches(cfg, seed=0), 3))
+        >>> run[0]["image"].shape, run[0]["label"].shape
+        ((32, 8, 8, 1), (32,))
+        >>> resumed = next(data.train_batches(cfg, seed=0, start_step=2))  # e.g. after a checkpoint
+        >>> all(np.array_equal(resumed[k], run[2][k]) for k in ("image", "label"))
+        True
     """
     cfg = read_config(config)
     seed = _check_int(seed, "seed", 0)
@@ -347,7 +418,15 @@ def _train_iter(ds, cfg: DataConfig, seed: int, step: int, steps_per_epoch: int)
 
 
 def steps_per_epoch(config) -> int:
-    """Training batches per epoch: ``⌊N_train / batch_size⌋`` (``train_limit`` applied)."""
+    """Training batches per epoch: ``⌊N_train / batch_size⌋`` (``train_limit`` applied).
+
+    Example:
+        >>> from jsnn import data
+        >>> data.steps_per_epoch({"name": "digits", "batch_size": 32})  # ⌊1437 / 32⌋
+        44
+        >>> data.steps_per_epoch({"name": "cifar10", "batch_size": 128, "train_limit": 1000})
+        7
+    """
     cfg = read_config(config)
     n = min(info(cfg.name, cfg.image_size).train_size, cfg.train_limit or math.inf)
     return int(n // cfg.batch_size)
@@ -361,6 +440,11 @@ def eval_batches(config, split: str = "test", batch_size: int | None = None,
     first ``limit`` examples (after ``*_limit``). The LAST BATCH IS SMALLER when the count is not
     a multiple of the batch size (no padding, no mask): a jitted eval step compiles once more
     for it.
+
+    Example:
+        >>> from jsnn import data
+        >>> [len(b["label"]) for b in data.eval_batches({"name": "digits"}, batch_size=100)]  # 360 test images
+        [100, 100, 100, 60]
     """
     cfg = read_config(config)
     bs = batch_size if batch_size is not None else (cfg.eval_batch_size or cfg.batch_size)

@@ -34,6 +34,14 @@ def random_crop(rng: np.random.Generator, images: np.ndarray, pad: int) -> np.nd
     ``out[b, i, j] = padded[b, i + oy_b, j + ox_b]`` with offsets ``oy_b, ox_b ~ U{0, …, 2·pad}``,
     i.e. each image is shifted by ``(pad − oy_b, pad − ox_b)`` with zeros shifted in.
     ``pad = 0`` returns a copy.
+
+    Example:
+        >>> import numpy as np
+        >>> from jsnn.data.augment import random_crop
+        >>> x = np.ones((5, 4, 4, 1), np.float32)
+        >>> y = random_crop(np.random.default_rng(0), x, pad=1)  # shifts of at most one pixel
+        >>> y.shape, y.dtype, bool(np.all((y.sum((1, 2, 3)) >= 9) & (y.sum((1, 2, 3)) <= 16)))
+        ((5, 4, 4, 1), dtype('float32'), True)
     """
     images = _check_images(images, "random_crop")
     pad = _check_size(pad, "pad", "random_crop")
@@ -49,7 +57,18 @@ def random_crop(rng: np.random.Generator, images: np.ndarray, pad: int) -> np.nd
 
 
 def random_flip(rng: np.random.Generator, images: np.ndarray) -> np.ndarray:
-    """Mirrors each image left–right (along W) independently with probability 1/2."""
+    """Mirrors each image left–right (along W) independently with probability 1/2.
+
+    Example:
+        >>> import numpy as np
+        >>> from jsnn.data.augment import random_flip
+        >>> x = np.arange(24.0).reshape(8, 1, 3, 1)
+        >>> y = random_flip(np.random.default_rng(0), x)
+        >>> all(np.array_equal(y[i], x[i]) or np.array_equal(y[i], x[i, :, ::-1]) for i in range(8))
+        True
+        >>> 0 < sum(not np.array_equal(y[i], x[i]) for i in range(8)) < 8  # some mirrored, some not
+        True
+    """
     images = _check_images(images, "random_flip")
     flip = rng.random(images.shape[0]) < 0.5
     return np.where(flip[:, None, None, None], images[:, :, ::-1, :], images)
@@ -61,6 +80,14 @@ def cutout(rng: np.random.Generator, images: np.ndarray, size: int) -> np.ndarra
     Centre ``(cy, cx) ~ U{0..H−1} × U{0..W−1}``; the square covers rows
     ``[cy − size//2, cy − size//2 + size) ∩ [0, H)`` (columns alike), so near a border only
     the part inside the image is erased (DeVries & Taylor 2017). ``size = 0`` returns a copy.
+
+    Example:
+        >>> import numpy as np
+        >>> from jsnn.data.augment import cutout
+        >>> x = np.ones((6, 8, 8, 1), np.float32)
+        >>> erased = (cutout(np.random.default_rng(0), x, size=4) == 0).sum((1, 2, 3))
+        >>> bool(np.all((erased >= 4) & (erased <= 16))), float(x.min())  # 2×2 (corner) to 4×4; x kept
+        (True, 1.0)
     """
     images = _check_images(images, "cutout")
     size = _check_size(size, "size", "cutout")
@@ -79,7 +106,18 @@ def cutout(rng: np.random.Generator, images: np.ndarray, size: int) -> np.ndarra
 
 def augment(rng: np.random.Generator, images: np.ndarray, *, crop_padding: int = 0,
             flip: bool = False, cutout_size: int = 0) -> np.ndarray:
-    """Crop (if ``crop_padding``) → flip (if ``flip``) → Cutout (if ``cutout_size``), in that order."""
+    """Crop (if ``crop_padding``) → flip (if ``flip``) → Cutout (if ``cutout_size``), in that order.
+
+    Example:
+        >>> import numpy as np
+        >>> from jsnn.data.augment import augment
+        >>> x = np.random.default_rng(1).random((4, 8, 8, 3), dtype=np.float32)
+        >>> y = augment(np.random.default_rng(0), x, crop_padding=2, flip=True, cutout_size=3)
+        >>> y.shape, y.dtype, bool(np.any(y != x)), bool(np.all((y >= 0) & (y <= 1)))
+        ((4, 8, 8, 3), dtype('float32'), True, True)
+        >>> bool(np.array_equal(augment(np.random.default_rng(0), x), x))  # all off: unchanged
+        True
+    """
     out = np.asarray(images)
     if crop_padding:
         out = random_crop(rng, out, crop_padding)

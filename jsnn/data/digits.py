@@ -40,6 +40,19 @@ def load(split: str) -> tuple[np.ndarray, np.ndarray]:
     """Images ``float32 [N, 8, 8, 1]`` in ``[0, 1]`` and labels ``int32 [N]`` of ``split``.
 
     The arrays are cached and read-only; copy them before modifying.
+
+    Example:
+        >>> import numpy as np
+        >>> from jsnn.data import digits
+        >>> x, y = digits.load("train")
+        >>> x.shape, y.shape, float(x.min()), float(x.max()), bool(np.all(x * 16 == np.round(x * 16)))
+        ((1437, 8, 8, 1), (1437,), 0.0, 1.0, True)
+        >>> counts = np.bincount(digits.load("test")[1])  # stratified: about 36 per class
+        >>> int(counts.sum()), bool(np.all(np.abs(counts - 36) <= 1))
+        (360, True)
+        >>> digits.load("val")
+        Traceback (most recent call last):
+        ValueError: digits: split must be one of ('train', 'test'), got 'val'
     """
     if split not in SPLITS:
         raise ValueError(f"digits: split must be one of {SPLITS}, got {split!r}")
@@ -48,6 +61,13 @@ def load(split: str) -> tuple[np.ndarray, np.ndarray]:
 
 @functools.cache
 def mean_std() -> tuple[tuple[float], tuple[float]]:
-    """Per-channel pixel mean and std of the train split (computed once)."""
+    """Per-channel pixel mean and std of the train split (computed once).
+
+    Example:
+        >>> from jsnn.data import digits
+        >>> (mean,), (std,) = digits.mean_std()
+        >>> round(mean, 4) == round(float(digits.load("train")[0].mean()), 4), round(mean, 2), round(std, 2)
+        (True, 0.31, 0.38)
+    """
     x, _ = load("train")
     return (float(x.mean()),), (float(x.std()),)

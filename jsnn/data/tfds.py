@@ -35,7 +35,15 @@ _MANUAL = {
 
 
 def prepare_instructions(name: str, data_dir) -> str:
-    """How to prepare ``name`` in ``data_dir`` so that :func:`open_source` can read it."""
+    """How to prepare ``name`` in ``data_dir`` so that :func:`open_source` can read it.
+
+    Example:
+        >>> from jsnn.data.tfds import prepare_instructions
+        >>> print(prepare_instructions("mnist", "/data/tfds").splitlines()[2])
+          tfds build mnist --data_dir=/data/tfds --file_format=array_record
+        >>> "--manual_dir=MANUAL_DIR" in prepare_instructions("imagenet2012", None)  # needs a manual download
+        True
+    """
     target = data_dir if data_dir is not None else "~/tensorflow_datasets"
     manual = _MANUAL.get(name)
     lines = [
@@ -70,6 +78,16 @@ def open_source(name: str, split: str, data_dir=None, *, decoders=None):
     Raises:
       FileNotFoundError: the dataset is not prepared in ``data_dir`` (message says how).
       ValueError: it is prepared in a format that needs TensorFlow, or ``split`` is unknown.
+
+    Example:
+        >>> import tempfile
+        >>> from jsnn.data.tfds import open_source
+        >>> with tempfile.TemporaryDirectory() as data_dir:  # empty: nothing prepared, nothing downloaded
+        ...     open_source("mnist", "train", data_dir)
+        Traceback (most recent call last):
+        FileNotFoundError: data.data_dir='...': dataset 'mnist' is not prepared there (...).
+        Prepare it once on a machine with internet (TensorFlow is needed for preparing only):
+        ...
     """
     builder = _builder(name, data_dir)
     try:
@@ -122,6 +140,19 @@ def decode_resize(data: bytes, size: int) -> np.ndarray:
 
     Uses PIL's JPEG draft mode (DCT-domain downscaling) before a bicubic resize, as in
     fast ImageNet loaders; the aspect ratio is kept and the central square is cropped.
+
+    Example:
+        >>> import io, numpy as np
+        >>> from PIL import Image
+        >>> from jsnn.data.tfds import decode_resize
+        >>> im = np.zeros((20, 40, 3), np.uint8)
+        >>> im[:, :20] = (255, 0, 0)  # left half red, right half blue: 40×20, 2:1
+        >>> im[:, 20:] = (0, 0, 255)
+        >>> buf = io.BytesIO()
+        >>> Image.fromarray(im).save(buf, format="PNG")
+        >>> out = decode_resize(buf.getvalue(), size=8)  # 16×8, then the central 8×8
+        >>> out.shape, out.dtype, out[0, 0].tolist(), out[0, -1].tolist()
+        ((8, 8, 3), dtype('uint8'), [255, 0, 0], [0, 0, 255])
     """
     with Image.open(io.BytesIO(data)) as im:
         im.draft("RGB", (size, size))  # only ever downscales to >= the requested size
