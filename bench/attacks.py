@@ -33,14 +33,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
 
-PEER_CODE = textwrap.dedent(r"""
+try:
+    from bench import common
+except ImportError:  # run as a script: bench/ is on sys.path
+    import common
+
+PEER_CODE = common.SJ_DIGITS_CONV + textwrap.dedent(r"""
     import importlib.util, json, os, statistics, sys, time, types
     import numpy as np
     import torch, torch.nn as nn
@@ -59,18 +63,7 @@ PEER_CODE = textwrap.dedent(r"""
     import torchattacks
     d = np.load(path)
     T = int(d["T"])
-
-    def lif():
-        return neuron.LIFNode(tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
-                              surrogate_function=surrogate.Sigmoid(alpha=4.0), step_mode='m')
-
-    net = nn.Sequential(
-        layer.Conv2d(1, 32, 3, padding=1, bias=False), layer.BatchNorm2d(32), lif(),
-        layer.Conv2d(32, 64, 3, padding=1, bias=False), layer.BatchNorm2d(64), lif(),
-        layer.AvgPool2d(2, 2), layer.Flatten(),
-        layer.Linear(64 * 4 * 4, 128, bias=False), layer.BatchNorm1d(128), lif(),
-        layer.Linear(128, 10))
-    functional.set_step_mode(net, 'm')
+    net = digits_conv_net()
     t = lambda k: torch.from_numpy(np.ascontiguousarray(d[k]))
     with torch.no_grad():
         net[0].weight.copy_(t("conv0")); net[3].weight.copy_(t("conv1"))
@@ -136,23 +129,6 @@ def export_for_peer(path, variables, model, x, y, logits, eps):
     np.savez(path, **{k: np.asarray(v, np.float32) if k not in ("y", "T") else np.asarray(v) for k, v in out.items()})
 
 
-def timed(call, repeats, warmup=1):
-    """(first call seconds, median seconds, min seconds) of ``call()``, blocked on."""
-    import jax
-
-    t0 = time.perf_counter()
-    jax.block_until_ready(call())
-    first = time.perf_counter() - t0
-    for _ in range(warmup):
-        jax.block_until_ready(call())
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(call())
-        times.append(time.perf_counter() - t0)
-    return first, statistics.median(times), min(times)
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--peer_python", default=None, help="python of a venv with torch, spikingjelly, torchattacks")
@@ -201,9 +177,9 @@ def main():
 
     # ---- jsnn PGD-10 and APGD-100
     pgd10 = lambda xx, yy: pgd(fn, xx, yy, key, eps=eps, steps=10, step_size=eps / 4, random_start=True)
-    first, med, mn = timed(lambda: pgd10(xb, yb), args.repeats)
+    first, med, mn = common.timed(lambda: pgd10(xb, yb), args.repeats)
     rows = {"pgd": (first, med, mn)}
-    first_a, med_a, mn_a = timed(lambda: apgd(fn, xb, yb, key, eps=eps, steps=100, loss="ce"),
+    first_a, med_a, mn_a = common.timed(lambda: apgd(fn, xb, yb, key, eps=eps, steps=100, loss="ce"),
                                  max(1, args.repeats // 2))
     rows["apgd"] = (first_a, med_a, mn_a)
     robust = []
@@ -270,7 +246,7 @@ def main():
 
         rsc = models.logits_fn(model.clone(encoder=EncoderConfig(name="rsc", sigma=0.05)), variables)
         xs, ys = x_all[:m], y_all[:m]
-        first_s, med_s, _ = timed(lambda: apgd(rsc, xs, ys, key, eps=eps, steps=100, loss="ce", eot=20), 1,
+        first_s, med_s, _ = common.timed(lambda: apgd(rsc, xs, ys, key, eps=eps, steps=100, loss="ce", eot=20), 1,
                                   warmup=0)
         est = med_s / m * x_all.shape[0] * (res.log["clean"] + res.log["apgd-ce"])
         print(f"\nAPGD-CE-100, EOT 20, RSC-coded model (σ=0.05), {m} images: {m / med_s:.2f} images/s "

@@ -10,6 +10,7 @@ import json
 import os
 import statistics
 import subprocess
+import textwrap
 import time
 from typing import Callable, NamedTuple, Optional, Sequence
 
@@ -34,6 +35,16 @@ def _repeat(call: Callable[[], object], repeats: int, warmup: int) -> tuple[floa
         jax.block_until_ready(call())
         times.append(time.perf_counter() - t0)
     return statistics.median(times), min(times)
+
+
+def timed(call: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[float, float, float]:
+    """(first call seconds, i.e. compile + one run; median seconds; min seconds) of ``call()``."""
+    import jax
+
+    t0 = time.perf_counter()
+    jax.block_until_ready(call())
+    first = time.perf_counter() - t0
+    return (first, *_repeat(call, repeats, warmup))
 
 
 def time_jit(fn: Callable, *args, repeats: int = 20, warmup: int = 2) -> Timing:
@@ -84,3 +95,25 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+# Peer-side source (runs in the peer's interpreter, prepended to a benchmark's PEER_CODE): the default
+# digits model, launch/configs/default.py's DigitsConv, in SpikingJelly 2.0 (multi-step LIFNode).
+SJ_DIGITS_CONV = textwrap.dedent(r"""
+    import torch.nn as nn
+    from spikingjelly.activation_based import functional, layer, neuron, surrogate
+
+    def lif():
+        return neuron.LIFNode(tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
+                              surrogate_function=surrogate.Sigmoid(alpha=4.0), step_mode='m')
+
+    def digits_conv_net():
+        net = nn.Sequential(
+            layer.Conv2d(1, 32, 3, padding=1, bias=False), layer.BatchNorm2d(32), lif(),
+            layer.Conv2d(32, 64, 3, padding=1, bias=False), layer.BatchNorm2d(64), lif(),
+            layer.AvgPool2d(2, 2), layer.Flatten(),
+            layer.Linear(64 * 4 * 4, 128, bias=False), layer.BatchNorm1d(128), lif(),
+            layer.Linear(128, 10))
+        functional.set_step_mode(net, 'm')
+        return net
+""")

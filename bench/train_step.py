@@ -21,22 +21,18 @@ import sys
 import textwrap
 import time
 
-PEER_CODE = textwrap.dedent(r"""
+try:
+    from bench import common
+except ImportError:  # run as a script: bench/ is on sys.path
+    import common
+
+PEER_CODE = common.SJ_DIGITS_CONV + textwrap.dedent(r"""
     import json, statistics, sys, time
     import torch, torch.nn as nn
     from spikingjelly.activation_based import neuron, surrogate, functional, layer
     torch.set_num_threads(2)
     T, B, steps, repeats = (int(a) for a in sys.argv[1:5])
-    def lif():
-        return neuron.LIFNode(tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
-                              surrogate_function=surrogate.Sigmoid(alpha=4.0), step_mode='m')
-    net = nn.Sequential(
-        layer.Conv2d(1, 32, 3, padding=1, bias=False), layer.BatchNorm2d(32), lif(),
-        layer.Conv2d(32, 64, 3, padding=1, bias=False), layer.BatchNorm2d(64), lif(),
-        layer.AvgPool2d(2, 2), layer.Flatten(),
-        layer.Linear(64 * 4 * 4, 128, bias=False), layer.BatchNorm1d(128), lif(),
-        layer.Linear(128, 10))
-    functional.set_step_mode(net, 'm')
+    net = digits_conv_net()
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     x = torch.rand(B, 1, 8, 8); y = torch.randint(0, 10, (B,))
     def step():

@@ -20,7 +20,7 @@ import os
 import platform
 import tempfile
 import time
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import flax
 import flax.linen as nn
