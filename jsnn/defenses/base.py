@@ -20,7 +20,7 @@ Example:
     >>> from jsnn.defenses import base
     >>> model = get_model("digits_mlp", hidden=(8,), T=2)
     >>> x = jnp.full((3, 8, 8, 1), 0.5)
-    >>> variables = model.init(jax.random.key(0), x)
+    >>> variables = jax.jit(model.init)(jax.random.key(0), x)
     >>> params, state = variables["params"], {"batch_stats": variables["batch_stats"]}
     >>> logits, new_state, inter = base.train_forward(model, params, state, x, jax.random.key(1),
     ...                                               intermediates=True)
