@@ -231,7 +231,24 @@ def _eps_label(eps: float) -> str:
 
 
 def plan(ev, *, stochastic: bool, spiking: bool) -> List[Dict[str, Any]]:
-    """The records the suite will produce: ``[{name, attack, norm, eps, steps, eot, estimator, ...}]``."""
+    """The records the suite will produce: ``[{name, attack, norm, eps, steps, eot, estimator, ...}]``.
+
+    Example:
+        A stochastic spiking model gets EOT 20 everywhere, the estimator ensemble at the main ε,
+        and two sanity records (the same PGD without EOT, and PGD at a large ε):
+
+        >>> from jsnn import evaluate
+        >>> ev = evaluate.default_eval_config()
+        >>> ev.attacks, ev.eps, ev.main_eps = "clean,pgd10,ensemble", "0.05,0.1", "0.1"
+        >>> for r in evaluate.plan(ev, stochastic=True, spiking=True):
+        ...     print(r["name"], r["eot"], r["purpose"])
+        clean None suite
+        pgd10-linf-eps0.05 20 suite
+        pgd10-linf-eps0.1 20 suite
+        ensemble-pgd10-linf-eps0.1 20 suite
+        pgd10-linf-eps0.1-eot1 1 sanity: eot
+        pgd10-linf-eps0.5-large 20 sanity: large eps
+    """
     norm = ev.norm
     eps_list = [_parse_number(e, "eps") for e in _parse_list(ev.eps)]
     main = _parse_number(ev.main_eps, "main_eps")
@@ -442,7 +459,18 @@ def _families(records: Dict[str, dict]):
 
 
 def qte(records: Dict[str, dict]) -> Dict[str, dict]:
-    """Trapezoid area under accuracy vs ε per attack family, raw and divided by the largest ε."""
+    """Trapezoid area under accuracy vs ε per attack family, raw and divided by the largest ε.
+
+    Example:
+        >>> from jsnn import evaluate
+        >>> ev = evaluate.default_eval_config()
+        >>> ev.attacks, ev.eps, ev.main_eps = "clean,pgd10", "0.05,0.1", "0.1"
+        >>> plan = evaluate.plan(ev, stochastic=False, spiking=False)
+        >>> records = {r["name"]: dict(r, accuracy=a) for r, a in zip(plan, [1.0, 0.8, 0.4, 0.0])}
+        >>> q = evaluate.qte(records)["pgd10"]  # area of (0, 1.0), (0.05, 0.8), (0.1, 0.4)
+        >>> round(q["area"], 4), round(q["normalized"], 4)  # 0.05·(1.0+0.8)/2 + 0.05·(0.8+0.4)/2
+        (0.075, 0.75)
+    """
     out = {}
     for f, pts in _families(records).items():
         if len(pts) < 2:
@@ -455,7 +483,20 @@ def qte(records: Dict[str, dict]) -> Dict[str, dict]:
 
 
 def sanity_checks(records: Dict[str, dict], grad_stats: Optional[dict], ev) -> Dict[str, Any]:
-    """The gradient-masking checks; every flag is ``{"passed": bool | None, "detail": str}``."""
+    """The gradient-masking checks; every flag is ``{"passed": bool | None, "detail": str}``.
+
+    Example:
+        Accuracy that *rises* with ε, or stays high at a large ε, is flagged:
+
+        >>> from jsnn import evaluate
+        >>> ev = evaluate.default_eval_config()
+        >>> ev.attacks, ev.eps, ev.main_eps = "clean,pgd10", "0.05,0.1", "0.1"
+        >>> plan = evaluate.plan(ev, stochastic=False, spiking=False)
+        >>> records = {r["name"]: dict(r, accuracy=a) for r, a in zip(plan, [1.0, 0.4, 0.6, 0.3])}
+        >>> s = evaluate.sanity_checks(records, None, ev)
+        >>> s["failed"], s["verdict"]
+        (['large_eps', 'monotone_eps'], 'possible gradient masking')
+    """
     tol = float(ev.sanity.tolerance)
     flags = {}
     suite = {k: r for k, r in records.items() if not r.get("skip")}
@@ -573,6 +614,16 @@ def _same_settings(old: dict, new: dict) -> bool:
 def evaluate_workdir(workdir: str, overrides=None, num_examples: Optional[int] = None,
                      output: str = ROBUSTNESS) -> Dict[str, Any]:
     """Runs the robustness suite on a trained run and writes ``robustness.json`` / ``.png``; resumable.
+
+    Example:
+        Needs a trained run (see :func:`jsnn.train.train_and_evaluate`); ``tests/test_evaluate.py``
+        runs this on one, so it is skipped here:
+
+        >>> from jsnn import evaluate
+        >>> doc = evaluate.evaluate_workdir("/tmp/jsnn/default",  # doctest: +SKIP
+        ...                                 overrides={"attacks": "clean,pgd20,autoattack", "eps": "0.1"})
+        >>> doc["records"]["pgd20-linf-eps0.1"]["accuracy"], doc["sanity"]["verdict"]  # doctest: +SKIP
+        (0.69..., 'no sign of gradient masking')
 
     Args:
       workdir: directory of a ``launch.train`` run.

@@ -148,6 +148,22 @@ def parse_grid(spec, config) -> Grid:
     Raises:
       ValueError: unknown field (named, with its section's fields), ``seed`` (use the seeds
         argument), a repeated axis, an axis without values, or a value of the wrong type.
+
+    Example:
+        >>> from jsnn import sweep
+        >>> from launch.configs import default
+        >>> config = default.get_config()
+        >>> grid = sweep.parse_grid("model.T=2,4;defense.name=none,sr", config)
+        >>> grid  # typed like the config's fields
+        (('model.T', (2, 4)), ('defense.name', ('none', 'sr')))
+        >>> runs = sweep.expand(grid, sweep.parse_seeds("0:2"))  # 2 × 2 points × 2 seeds
+        >>> len(runs), runs[0].name
+        (8, 'model.T=2,defense.name=none/seed=0')
+        >>> c = sweep.run_config(config, runs[-1])
+        >>> c.model.T, c.defense.name, c.seed
+        (4, 'sr', 1)
+        >>> [r.name for r in sweep.shard_runs(runs, 1, 4)]  # process 1 of 4 takes runs[1::4]
+        ['model.T=2,defense.name=none/seed=1', 'model.T=4,defense.name=none/seed=1']
     """
     if spec is None or (isinstance(spec, str) and not spec.strip()):
         return ()
@@ -202,7 +218,16 @@ def parse_overrides(spec, config, where: str = "overrides") -> Dict[str, Any]:
 
 
 def parse_seeds(spec) -> Tuple[int, ...]:
-    """``'0,1,2'``, ``'0:5'`` (= 0..4), a sequence of ints, or an int → a tuple of distinct seeds."""
+    """``'0,1,2'``, ``'0:5'`` (= 0..4), a sequence of ints, or an int → a tuple of distinct seeds.
+
+    Example:
+        >>> from jsnn.sweep import parse_seeds, parse_shard
+        >>> parse_seeds("0,1,2"), parse_seeds("3:6"), parse_seeds(7), parse_shard("1/2")
+        ((0, 1, 2), (3, 4, 5), (7,), (1, 2))
+        >>> parse_seeds("0,0")
+        Traceback (most recent call last):
+        ValueError: seeds: '0,0' repeats a seed
+    """
     if isinstance(spec, int) and not isinstance(spec, bool):
         return (spec,)
     if isinstance(spec, str):
@@ -463,6 +488,27 @@ def run_sweep(base_config, workdir: str, grid: Grid = (), seeds: Sequence[int] =
 
     Returns:
       A :class:`SweepReport`. Every config is validated before the first run starts.
+
+    Example:
+        With a stand-in ``train_fn`` (the default is :func:`jsnn.train.train_and_evaluate`):
+        finished runs are skipped, so a rerun resumes the sweep.
+
+        >>> import json, os, tempfile
+        >>> from jsnn import sweep
+        >>> from launch.configs import default
+        >>> def fake_train(config, run_dir):  # writes what a finished run has: results.json
+        ...     with open(os.path.join(run_dir, "results.json"), "w") as f:
+        ...         json.dump({"clean_accuracy": 0.9 + 0.01 * config.seed}, f)
+        >>> config, tmp = default.get_config(), tempfile.TemporaryDirectory()
+        >>> grid = sweep.parse_grid("model.T=2,4", config)
+        >>> sweep.run_sweep(config, tmp.name, grid, (0, 1), train_fn=fake_train).trained
+        ['model.T=2/seed=0', 'model.T=2/seed=1', 'model.T=4/seed=0', 'model.T=4/seed=1']
+        >>> len(sweep.run_sweep(config, tmp.name, grid, (0, 1), train_fn=fake_train).skipped)
+        4
+        >>> rows = sweep.write_summary(tmp.name, grid, (0, 1), plots=False)
+        >>> [(row.point, round(row.stats["clean_accuracy"][0], 3)) for row in rows]
+        [((('model.T', 2),), 0.905), ((('model.T', 4),), 0.905)]
+        >>> tmp.cleanup()
     """
     import subprocess
 
@@ -605,6 +651,17 @@ def summarize(grid: Grid, seeds: Sequence[int], results: Mapping[Run, Mapping[st
     Returns:
       ``(rows, metrics)``: rows in grid order (points with no finished seed left out), and the
       metric names (``clean_accuracy`` first, then the robust ones in the order they first appear).
+
+    Example:
+        >>> from jsnn import sweep
+        >>> from launch.configs import default
+        >>> grid = sweep.parse_grid("model.T=4", default.get_config())
+        >>> runs = sweep.expand(grid, (0, 1, 2))
+        >>> results = {run: {"clean_accuracy": a} for run, a in zip(runs, [0.9, 0.8, 0.7])}
+        >>> rows, metrics = sweep.summarize(grid, (0, 1, 2), results)
+        >>> mean, std, n = rows[0].stats["clean_accuracy"]
+        >>> metrics, round(mean, 4), round(std, 4), n  # sample std (ddof=1) over the seeds
+        (['clean_accuracy'], 0.8, 0.1, 3)
     """
     names = list(dict.fromkeys(k for run in expand(grid, seeds) if run in results for k in results[run]
                                if k != CLEAN_METRIC))  # first-appearance order: the evaluation suite's

@@ -40,7 +40,8 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import optax
-from jax.tree_util import Partial
+
+from jsnn.models.base import logits_fn
 
 TRAIN_COLLECTIONS = ("batch_stats",)
 
@@ -80,21 +81,13 @@ def train_forward(model, params, model_state, x, key, *, intermediates: bool = F
     return logits, new_state
 
 
-def _eval_apply(model):
-    def apply(variables, x, key):
-        return model.apply(variables, x, train=False, rngs={"noise": key})
-
-    return apply
-
-
 def eval_logits_fn(model, params, model_state):
     """``logits_fn(x, key)`` in evaluation mode from the current parameters, gradient-stopped.
 
     Returned as a :class:`jax.tree_util.Partial` whose leaves are the variables, so the
     jit-compiled attacks of :mod:`jsnn.attacks` take the parameters as traced arguments.
     """
-    variables = jax.lax.stop_gradient({"params": params, **model_state})
-    return Partial(_eval_apply(model), variables)
+    return logits_fn(model, jax.lax.stop_gradient({"params": params, **model_state}))
 
 
 def cross_entropy(logits, labels):

@@ -88,6 +88,8 @@ def with_estimator(model: SpikingModel, *, surrogate=None, gradient: str | None 
         >>> model.neuron.surrogate is None, model.neuron.gradient  # the original is unchanged
         (True, 'bptt')
     """
+    if surrogate is None and gradient is None:
+        return model  # also any non-spiking model (an ANN teacher, a test's linear model)
     cfg = model.neuron
     if surrogate is not None:
         cfg = cfg._replace(surrogate=surrogate)
