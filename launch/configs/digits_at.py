@@ -5,13 +5,14 @@ Command (≈4 min on 2 CPU cores):
 Inner attack: PGD-5, step 2.5·ε/5, random start, BatchNorm in eval mode, the training surrogate.
 """
 
+from jsnn import defenses
 from launch.configs import digits_vanilla
 
 
 def get_config():
     config = digits_vanilla.get_config()
     config.defense.name = "at"
-    config.defense.at = digits_vanilla.defense_settings("at")
+    config.defense.at = defenses.default_config("at")
     config.defense.at.attack = "pgd"
     config.defense.at.eps = digits_vanilla.EPS
     config.defense.at.steps = 5

@@ -6,6 +6,7 @@ loss = CE − λ_t·mean log σ², λ = 0.1 ramped linearly over the first 100 s
 stays on at test time (evaluate with EOT).
 """
 
+from jsnn import defenses
 from launch.configs import digits_vanilla
 
 
@@ -16,7 +17,7 @@ def get_config():
     config.model.kwargs.features = 32
     config.model.kwargs.unit_norm = True
     config.defense.name = "mfdv"
-    config.defense.mfdv = digits_vanilla.defense_settings("mfdv")
+    config.defense.mfdv = defenses.default_config("mfdv")
     config.defense.mfdv.lam = 0.1
     config.defense.mfdv.ramp_steps = 100
     config.defense.mfdv.reg = "log_var"

@@ -6,12 +6,13 @@ The deployed model is deterministic (noise only while training); compare ``digit
 the encoder, also at test time).
 """
 
+from jsnn import defenses
 from launch.configs import digits_vanilla
 
 
 def get_config():
     config = digits_vanilla.get_config()
     config.defense.name = "noise"
-    config.defense.noise = digits_vanilla.defense_settings("noise")
+    config.defense.noise = defenses.default_config("noise")
     config.defense.noise.sigma = digits_vanilla.EPS
     return config

@@ -6,6 +6,7 @@ After every SGD step W ← (1+β)W − β·W·Wᵀ·W for every conv/dense kerne
 decay 0 (as in RAT); inner attack R+FGSM at ε = 0.15 (random step ε/2, BatchNorm in eval mode).
 """
 
+from jsnn import defenses
 from launch.configs import digits_vanilla
 
 
@@ -13,9 +14,9 @@ def get_config():
     config = digits_vanilla.get_config()
     config.optim.weight_decay = 0.0
     config.defense.name = "at+rat"
-    config.defense.at = digits_vanilla.defense_settings("at")
+    config.defense.at = defenses.default_config("at")
     config.defense.at.attack = "rfgsm"
     config.defense.at.eps = digits_vanilla.EPS
-    config.defense.rat = digits_vanilla.defense_settings("rat")
+    config.defense.rat = defenses.default_config("rat")
     config.defense.rat.beta = 0.001
     return config

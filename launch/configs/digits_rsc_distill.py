@@ -7,13 +7,14 @@ Commands (teacher first, ≈30 s; then the student, ≈1.5 min on 2 CPU cores):
 loss = (1 − α)·CE + α·τ²·KL(teacher ‖ student) with α = 0.5, τ = 4.
 """
 
-from launch.configs import digits_rsc, digits_vanilla
+from jsnn import defenses
+from launch.configs import digits_rsc
 
 
 def get_config():
     config = digits_rsc.get_config()
     config.defense.name = "distill"
-    config.defense.distill = digits_vanilla.defense_settings("distill")
+    config.defense.distill = defenses.default_config("distill")
     config.defense.distill.teacher_workdir = "/tmp/jsnn/digits_ann"
     config.defense.distill.alpha = 0.5
     config.defense.distill.temperature = 4.0

@@ -8,6 +8,7 @@ gap of the last spiking layer; x_pert: N(0, 0.001²) start + one FGSM step of ε
 noise-training variant (σ = ``defense.rsnn.sigma``).
 """
 
+from jsnn import defenses
 from launch.configs import digits_vanilla
 
 
@@ -18,7 +19,7 @@ def get_config():
     config.model.surrogate = "triangle"
     config.model.surrogate_width = 1.0
     config.defense.name = "rsnn"
-    config.defense.rsnn = digits_vanilla.defense_settings("rsnn")
+    config.defense.rsnn = defenses.default_config("rsnn")
     config.defense.rsnn.rho = 1.0
     config.defense.rsnn.leak = 0.99
     config.defense.rsnn.perturbation = "rfgsm"

@@ -8,13 +8,14 @@ On digits (seed 0, 15 epochs, PGD-20 with the training surrogate at ε = 0.15): 
 D jumps by up to 1/h wherever a spike flips, and the penalty swamps CE); vanilla: 33.9%.
 """
 
+from jsnn import defenses
 from launch.configs import digits_vanilla
 
 
 def get_config():
     config = digits_vanilla.get_config()
     config.defense.name = "sr"
-    config.defense.sr = digits_vanilla.defense_settings("sr")
+    config.defense.sr = defenses.default_config("sr")
     config.defense.sr.lam = 0.03
     config.defense.sr.h = 0.01
     return config

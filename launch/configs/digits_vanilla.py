@@ -13,17 +13,11 @@ accuracy at 0.1 and ≈35% at 0.15).
 
 import ml_collections
 
-from jsnn import defenses
 from jsnn.evaluate import default_eval_config
 from launch.configs import default
 
 EPS = 0.15  # matched training / evaluation radius of the digits study
 EVAL_EPS = "0.05,0.1,0.15,0.2"  # ε sweep of the evaluation (PGD, FGSM)
-
-
-def defense_settings(name: str) -> ml_collections.ConfigDict:
-    """The library defaults of defense ``name`` (:func:`jsnn.defenses.default_config`)."""
-    return defenses.default_config(name)
 
 
 def get_config() -> ml_collections.ConfigDict:
