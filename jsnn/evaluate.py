@@ -37,14 +37,13 @@ accuracy vs ε from ε = 0 (clean) to the largest ε of the list, also divided b
 from __future__ import annotations
 
 import fractions
-import functools
 import json
 import math
 import os
 import re
 import time
 import zlib
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +54,7 @@ from jax.tree_util import Partial
 
 from jsnn import attacks, models, parallel
 from jsnn.attacks import gradients as gradients_lib
-from jsnn.models import SpikingModel, with_estimator
+from jsnn.models import SpikingModel
 
 ROBUSTNESS = "robustness.json"
 PLOT = "robustness.png"
@@ -320,16 +319,18 @@ def plan(ev, *, stochastic: bool, spiking: bool) -> List[Dict[str, Any]]:
 # ----------------------------------------------------------------------------- running
 
 
-def _make_apply(model, variables, surrogate, gradient):
-    m = with_estimator(model, surrogate=surrogate, gradient=gradient)
-    return lambda x, key: m.apply(variables, x, train=False, rngs={"noise": key})
+class _Estimators(NamedTuple):
+    """``(variables, surrogate, gradient) -> logits_fn``; equal by value, like :func:`jsnn.models.logits_fn`."""
 
+    model: SpikingModel
 
+    def __call__(self, variables, surrogate, gradient):
+        return models.logits_fn(self.model, variables, surrogate=surrogate, gradient=gradient)
 
 
 def estimator_factory(model, variables) -> Partial:
     """``make_logits_fn(surrogate, gradient)`` for :func:`jsnn.attacks.ensemble_attack`."""
-    return Partial(functools.partial(_make_apply, model), variables)
+    return Partial(_Estimators(model), variables)
 
 
 def is_stochastic(model, fn, x) -> bool:

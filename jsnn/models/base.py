@@ -16,8 +16,7 @@ Example:
 
 from __future__ import annotations
 
-import functools
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import flax.linen as nn
 from jax.tree_util import Partial
@@ -98,9 +97,17 @@ def with_estimator(model: SpikingModel, *, surrogate=None, gradient: str | None 
     return model.clone(neuron=cfg)
 
 
-def _eval_apply(model: SpikingModel, gradient, variables, surrogate, x, key):
-    m = with_estimator(model, surrogate=surrogate, gradient=gradient)
-    return m.apply(variables, x, train=False, rngs={"noise": key})
+class _EvalForward(NamedTuple):
+    """``(variables, surrogate, x, key) -> logits`` in evaluation mode. Equal by value (a Flax module
+    compares by its fields), so a jitted attack compiled for one :func:`logits_fn` serves every
+    ``logits_fn`` of an equal model, e.g. each seed of a sweep."""
+
+    model: SpikingModel
+    gradient: str | None
+
+    def __call__(self, variables, surrogate, x, key):
+        m = with_estimator(self.model, surrogate=surrogate, gradient=self.gradient)
+        return m.apply(variables, x, train=False, rngs={"noise": key})
 
 
 def logits_fn(model: SpikingModel, variables, *, surrogate=None, gradient: str | None = None) -> Partial:
@@ -113,4 +120,4 @@ def logits_fn(model: SpikingModel, variables, *, surrogate=None, gradient: str |
     ``surrogate``: passed to a jitted attack or sampler, the parameters are traced
     arguments, not constants compiled into the program.
     """
-    return Partial(functools.partial(_eval_apply, model, gradient), variables, surrogate)
+    return Partial(_EvalForward(model, gradient), variables, surrogate)
