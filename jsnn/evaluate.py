@@ -37,13 +37,14 @@ accuracy vs ε from ε = 0 (clean) to the largest ε of the list, also divided b
 from __future__ import annotations
 
 import fractions
+import functools
 import json
 import math
 import os
 import re
 import time
 import zlib
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, Optional
 
 import jax
 import jax.numpy as jnp
@@ -319,18 +320,13 @@ def plan(ev, *, stochastic: bool, spiking: bool) -> List[Dict[str, Any]]:
 # ----------------------------------------------------------------------------- running
 
 
-class _Estimators(NamedTuple):
-    """``(variables, surrogate, gradient) -> logits_fn``; equal by value, like :func:`jsnn.models.logits_fn`."""
-
-    model: SpikingModel
-
-    def __call__(self, variables, surrogate, gradient):
-        return models.logits_fn(self.model, variables, surrogate=surrogate, gradient=gradient)
+def _estimator(model, variables, surrogate, gradient):
+    return models.logits_fn(model, variables, surrogate=surrogate, gradient=gradient)
 
 
 def estimator_factory(model, variables) -> Partial:
     """``make_logits_fn(surrogate, gradient)`` for :func:`jsnn.attacks.ensemble_attack`."""
-    return Partial(_Estimators(model), variables)
+    return Partial(functools.partial(_estimator, model), variables)
 
 
 def is_stochastic(model, fn, x) -> bool:

@@ -16,7 +16,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+import functools
+from typing import Sequence
 
 import flax.linen as nn
 from jax.tree_util import Partial
@@ -97,17 +98,9 @@ def with_estimator(model: SpikingModel, *, surrogate=None, gradient: str | None 
     return model.clone(neuron=cfg)
 
 
-class _EvalForward(NamedTuple):
-    """``(variables, surrogate, x, key) -> logits`` in evaluation mode. Equal by value (a Flax module
-    compares by its fields), so a jitted attack compiled for one :func:`logits_fn` serves every
-    ``logits_fn`` of an equal model, e.g. each seed of a sweep."""
-
-    model: SpikingModel
-    gradient: str | None
-
-    def __call__(self, variables, surrogate, x, key):
-        m = with_estimator(self.model, surrogate=surrogate, gradient=self.gradient)
-        return m.apply(variables, x, train=False, rngs={"noise": key})
+def _eval_apply(model: SpikingModel, gradient, variables, surrogate, x, key):
+    m = with_estimator(model, surrogate=surrogate, gradient=gradient)
+    return m.apply(variables, x, train=False, rngs={"noise": key})
 
 
 def logits_fn(model: SpikingModel, variables, *, surrogate=None, gradient: str | None = None) -> Partial:
@@ -120,4 +113,6 @@ def logits_fn(model: SpikingModel, variables, *, surrogate=None, gradient: str |
     ``surrogate``: passed to a jitted attack or sampler, the parameters are traced
     arguments, not constants compiled into the program.
     """
-    return Partial(_EvalForward(model, gradient), variables, surrogate)
+    # functools.partial compares by identity: a model's fields may hold arrays or tracers (surrogate
+    # widths), which jit's cache cannot compare by value. So each logits_fn call compiles anew.
+    return Partial(functools.partial(_eval_apply, model, gradient), variables, surrogate)
