@@ -36,6 +36,7 @@ from jsnn import data as data_lib
 from jsnn import defenses as defenses_lib
 from jsnn import encoding, models, parallel
 from jsnn import surrogate as surrogate_lib
+from jsnn.defenses import base as defense_base
 from jsnn.layers import EncoderConfig, NeuronConfig, check_neuron_config
 
 OPTIMIZERS = ("sgd", "adam")
@@ -209,13 +210,9 @@ def cross_entropy_loss_fn(model: nn.Module):
     """
 
     def loss_fn(params, model_state, batch, key):
-        noise_key, dropout_key = jax.random.split(key)
-        logits, updates = model.apply({"params": params, **model_state}, batch["image"], train=True,
-                                      rngs={"noise": noise_key, "dropout": dropout_key},
-                                      mutable=["batch_stats"])
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-        acc = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-        return loss, ({**model_state, **updates}, {"loss": loss, "accuracy": acc})
+        logits, new_state = defense_base.train_forward(model, params, model_state, batch["image"], key)
+        loss = defense_base.cross_entropy(logits, batch["label"]).mean()
+        return loss, (new_state, {"loss": loss, "accuracy": defense_base.accuracy(logits, batch["label"])})
 
     return loss_fn
 
@@ -240,7 +237,7 @@ def make_eval_step(model: nn.Module):
     """A jitted ``(variables, images, labels, mask, key) -> (correct, loss_sum)`` in eval mode."""
 
     def eval_step(variables, images, labels, mask, key):
-        logits = model.apply(variables, images, train=False, rngs={"noise": key})
+        logits = models.logits_fn(model, variables)(images, key)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         return jnp.sum((jnp.argmax(logits, -1) == labels) & mask), jnp.sum(jnp.where(mask, loss, 0.0))
 

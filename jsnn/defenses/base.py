@@ -43,9 +43,6 @@ import optax
 
 from jsnn.models.base import logits_fn
 
-TRAIN_COLLECTIONS = ("batch_stats",)
-
-
 def with_image(batch, image):
     """``batch`` with ``'image'`` replaced (other entries, e.g. labels, kept).
 

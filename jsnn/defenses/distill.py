@@ -145,10 +145,10 @@ def load_teacher(workdir: str, num_classes: int) -> Callable:
     if teacher.num_classes != num_classes:
         raise ValueError(f"defense.distill.teacher_workdir: teacher in {workdir!r} has {teacher.num_classes} classes, "
                          f"the student {num_classes}")
-    key = jax.random.key(0)
+    fn, key = models.logits_fn(teacher, variables), jax.random.key(0)
 
     def teacher_fn(x):
-        return teacher.apply(variables, x, train=False, rngs={"noise": key})
+        return fn(x, key)
 
     return teacher_fn
 

@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jsnn.defenses import base
+from jsnn.defenses import base, noise
 from jsnn.layers import SpikingNeuron
 
 PERTURBATIONS = ("gaussian", "rfgsm")
@@ -105,10 +105,10 @@ def perturb(model, params, model_state, x, y, key, *, perturbation: str, sigma: 
     k_noise, k_attack = jax.random.split(key)
     x = jax.lax.stop_gradient(x)
     if perturbation == "gaussian":
-        return jnp.clip(x + sigma * jax.random.normal(k_noise, x.shape, x.dtype), 0.0, 1.0)
+        return noise.perturb(x, k_noise, sigma)
     from jsnn.attacks.fgsm import fgsm
 
-    x0 = jnp.clip(x + init_std * jax.random.normal(k_noise, x.shape, x.dtype), 0.0, 1.0)
+    x0 = noise.perturb(x, k_noise, init_std)
     logits_fn = base.eval_logits_fn(model, params, model_state)
     return jax.lax.stop_gradient(fgsm(logits_fn, x0, y, k_attack, eps=eps))
 

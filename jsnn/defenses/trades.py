@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jsnn.defenses import base
+from jsnn.defenses import base, noise
 
 DEFAULTS = dict(beta=6.0, eps=0.031, step_size=0.007, steps=10, init_std=0.001)
 
@@ -40,7 +40,7 @@ def craft_kl(logits_fn, x, key, *, eps: float, step_size: float, steps: int, ini
 
     k_init, k_model = jax.random.split(key)
     p_clean = jax.lax.stop_gradient(logits_fn(x, k_model))
-    x0 = jnp.clip(x + init_std * jax.random.normal(k_init, x.shape, x.dtype), 0.0, 1.0)
+    x0 = noise.perturb(x, k_init, init_std)
 
     def kl_sum(xa, k):
         return base.kl_divergence(p_clean, logits_fn(xa, k)).sum()
