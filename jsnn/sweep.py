@@ -645,6 +645,12 @@ def collect(workdir: str, grid: Grid, seeds: Sequence[int]) -> Dict[Run, Dict[st
     return out
 
 
+def mean_std(values: Sequence[float]) -> Tuple[float, float, int]:
+    """``(mean, sample std (ddof=1; NaN for one value), n)`` of ``values``."""
+    v = np.asarray(values, np.float64)
+    return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else math.nan), int(len(v))
+
+
 def summarize(grid: Grid, seeds: Sequence[int], results: Mapping[Run, Mapping[str, float]]) -> Tuple[List[Row], List[str]]:
     """Per grid point: mean and sample std (``ddof=1``; NaN for n=1) over the seeds that finished.
 
@@ -673,10 +679,9 @@ def summarize(grid: Grid, seeds: Sequence[int], results: Mapping[Run, Mapping[st
             continue
         stats = {}
         for m in metrics:
-            vals = np.array([r[m] for _, r in found if m in r], np.float64)
-            if len(vals):
-                std = float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan
-                stats[m] = (float(np.mean(vals)), std, int(len(vals)))
+            vals = [r[m] for _, r in found if m in r]
+            if vals:
+                stats[m] = mean_std(vals)
         rows.append(Row(point, tuple(s for s, _ in found), stats))
     return rows, metrics
 

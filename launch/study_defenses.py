@@ -89,18 +89,14 @@ def eval_overrides(*, num_examples: int, attacks: str = SUITE, apgd_steps: int =
 # ----------------------------------------------------------------------------- summary
 
 
-def _mean_std(values):
-    import numpy as np
-
-    v = np.asarray(values, float)
-    return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else float("nan")), len(v)
-
-
 def run_row(run_dir: str):
-    """``{column: accuracy}`` of one finished run (None if it is not finished)."""
-    res_path, rob_path = os.path.join(run_dir, "results.json"), os.path.join(run_dir, "robustness.json")
-    if not (os.path.exists(res_path) and os.path.exists(rob_path)):
+    """``{column: accuracy}`` of one finished run (None if it is not finished, e.g. another shard is
+    still evaluating it)."""
+    from jsnn import sweep
+
+    if not sweep.is_finished(run_dir, evaluate=True):
         return None
+    res_path, rob_path = os.path.join(run_dir, "results.json"), os.path.join(run_dir, "robustness.json")
     with open(res_path) as f:
         row = {"clean (full test split)": float(json.load(f)["clean_accuracy"])}
     with open(rob_path) as f:
@@ -134,6 +130,8 @@ def _column_order(columns):
 
 def summarize(workdir: str, names, seeds):
     """Writes study.json / study.csv / study.md and the plots; returns the summary dict."""
+    from jsnn import sweep
+
     per_run, summary = {}, {}
     for name in names:
         rows = {}
@@ -148,7 +146,7 @@ def summarize(workdir: str, names, seeds):
         summary[name] = {"seeds": sorted(rows), "stochastic": any(r["_stochastic"] for r in rows.values()),
                          "eps": {c: e for r in rows.values() for c, e in r["_eps"].items()},
                          "possible_gradient_masking": [s for s, r in rows.items() if r["_masking"]],
-                         "stats": {c: _mean_std([r[c] for r in rows.values() if c in r]) for c in cols}}
+                         "stats": {c: sweep.mean_std([r[c] for r in rows.values() if c in r]) for c in cols}}
     with open(os.path.join(workdir, "study.json"), "w") as f:
         json.dump({"summary": summary, "runs": per_run}, f, indent=2, sort_keys=True)
     columns = _column_order({c for v in summary.values() for c in v["stats"]})

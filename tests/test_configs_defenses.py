@@ -186,12 +186,16 @@ def test_study_summary_from_run_files(tmp_path):
                    "pgd20-linf-eps51/255": {"accuracy": pgd / 2, "eps": 0.2},
                    "square-linf-eps0.15": {"skip": "linf only", "eps": 0.15}}
         (d / "robustness.json").write_text(json.dumps({
-            "records": records, "stochastic": stochastic, "possible_gradient_masking": masking,
+            "records": records, "suite": sorted(records), "gradients": {"zero_gradient_examples": 0.0},
+            "stochastic": stochastic, "possible_gradient_masking": masking,
             "worst_case": {"eps": 0.15, "accuracy": pgd}}))
 
     write("vanilla", 0, 0.98, 0.30)
     write("vanilla", 1, 1.00, 0.40)
     write("rsc", 0, 0.96, 0.60, stochastic=True, masking=True)
+    write("at", 0, 0.97, 0.60)  # still being evaluated by another shard: its suite is not complete
+    doc = json.loads((tmp_path / "at" / "seed=0" / "robustness.json").read_text())
+    (tmp_path / "at" / "seed=0" / "robustness.json").write_text(json.dumps(dict(doc, suite=doc["suite"] + ["ensemble"])))
     summary = study_defenses.summarize(str(tmp_path), ["vanilla", "rsc", "at"], [0, 1])
     assert set(summary) == {"vanilla", "rsc"}
     m, s, n = summary["vanilla"]["stats"]["pgd20-linf-eps0.15"]
