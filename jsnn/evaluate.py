@@ -330,8 +330,8 @@ def estimator_factory(model, variables) -> Partial:
 
 
 def is_stochastic(model, fn, x) -> bool:
-    """Stochastic encoder, or logits that change with the key (stochastic features)."""
-    if getattr(getattr(model, "encoder", None), "stochastic", False):
+    """The model says so (``SpikingModel.stochastic``), or its logits change with the key."""
+    if getattr(model, "stochastic", False):
         return True
     a = jax.jit(fn)(x, jax.random.PRNGKey(1))
     b = jax.jit(fn)(x, jax.random.PRNGKey(2))

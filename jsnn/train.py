@@ -483,7 +483,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     mngr.wait_until_finished()
 
     variables = {"params": state.params, **state.model_state}
-    draws = int(_get(config.train, "eval_draws", 1)) if getattr(model, "stochastic", model.encoder.stochastic) else 1
+    draws = int(_get(config.train, "eval_draws", 1)) if model.stochastic else 1
     ev = evaluate_clean(model, variables, config, eval_key, draws=draws, mesh=mesh)
     results = {
         "clean_accuracy": ev["accuracy"], "test_loss": ev["loss"], "test_examples": ev["examples"],

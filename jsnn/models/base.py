@@ -66,6 +66,12 @@ class SpikingModel(nn.Module):
     std: Sequence[float] = (1.0,)
     input_channels: int | None = None
 
+    @property
+    def stochastic(self) -> bool:
+        """Whether logits depend on the noise key: a stochastic encoder here; models with noisy layers
+        (MFDV's features) override it. Decides EOT and averaged clean evaluation."""
+        return self.encoder.stochastic
+
     def check_input(self, x):
         if x.ndim != 4:
             raise ValueError(f"model input: expected images of rank 4 [B, H, W, C], got shape {x.shape}")
