@@ -53,7 +53,7 @@ import numpy as np
 from absl import logging
 from jax.tree_util import Partial
 
-from jsnn import attacks, models, parallel
+from jsnn import attacks, models, parallel, train
 from jsnn.attacks import gradients as gradients_lib
 from jsnn.models import SpikingModel
 
@@ -147,16 +147,6 @@ def _merge(base: ml_collections.ConfigDict, update, where: str) -> None:
                 raise ValueError(f"{where}.{key}: expected {type(default).__name__}, got {value!r}")
 
 
-def _flat(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, (dict, ml_collections.ConfigDict)):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def resolve_eval_config(run_config=None, overrides=None, num_examples: Optional[int] = None):
     """Defaults ← the run's ``config.evaluate`` ← ``overrides`` (flat dotted keys or nested) ← ``num_examples``.
 
@@ -167,10 +157,10 @@ def resolve_eval_config(run_config=None, overrides=None, num_examples: Optional[
     if run_config is not None:
         stored = run_config.get("evaluate") if hasattr(run_config, "get") else None
     if stored:
-        _merge(ev, _flat(stored.to_dict() if hasattr(stored, "to_dict") else dict(stored)), "evaluate")
+        _merge(ev, train.flatten(stored), "evaluate")
     if overrides:
         ov = overrides.to_dict() if hasattr(overrides, "to_dict") else dict(overrides)
-        _merge(ev, _flat(ov), "evaluate")
+        _merge(ev, train.flatten(ov), "evaluate")
     if num_examples is not None:
         ev.num_examples = int(num_examples)
     validate_eval_config(ev)
@@ -631,7 +621,6 @@ def evaluate_workdir(workdir: str, overrides=None, num_examples: Optional[int] =
     Returns:
       The dict written to ``workdir/output``.
     """
-    from jsnn import train
 
     config, model, variables = train.restore(workdir)
     ev = resolve_eval_config(config, overrides, num_examples)

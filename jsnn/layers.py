@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import NamedTuple, Optional, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from jsnn import encoding, neuron

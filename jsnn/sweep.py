@@ -331,16 +331,6 @@ def run_config(base, run: Run):
     return config
 
 
-def _flat(d, prefix="") -> Dict[str, Any]:
-    out = {}
-    for k, v in (d or {}).items():
-        if isinstance(v, Mapping):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _write_atomic(path: str, write: Callable[[str], None], suffix: str = "") -> None:
     """Calls ``write(tmp)`` on a unique temporary file beside ``path``, then renames it over ``path``."""
     import tempfile
@@ -387,12 +377,8 @@ def check_same_config(run_dir: str, config) -> None:
     recorded = _read_json(path).get("config")
     if recorded is None:
         return
-    old = _flat(recorded)
-    new = _flat(json.loads(json.dumps(train.config_to_dict(config))))
-    ignore = set(getattr(train, "RESUMABLE_FIELDS", ()))
-    diff = sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))
-    if diff:
-        details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:6])
+    details = train.config_differences(recorded, json.loads(json.dumps(train.config_to_dict(config))))
+    if details:
         raise ValueError(f"sweep: {run_dir!r} holds a finished run with a different config ({details}); "
                          "use a new --workdir or the same base config")
 

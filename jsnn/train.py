@@ -20,7 +20,7 @@ import os
 import platform
 import tempfile
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import flax
 import flax.linen as nn
@@ -285,15 +285,23 @@ def _json_default(o):
     return str(o)
 
 
-def _flatten(d, prefix=""):
+def flatten(d, prefix: str = "") -> Dict[str, Any]:
+    """Nested dicts / ConfigDicts → ``{"a.b": value}`` (None → ``{}``)."""
     out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
+    for k, v in (d or {}).items():
+        if isinstance(v, (Mapping, ml_collections.ConfigDict)):
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
-            out[key] = v
+            out[f"{prefix}{k}"] = v
     return out
+
+
+def config_differences(recorded: Mapping, config_dict: Mapping) -> str:
+    """``"field: old -> new, ..."`` (first six) for fields that differ, :data:`RESUMABLE_FIELDS` aside;
+    ``""`` when a run recorded with ``recorded`` can be resumed or reused under ``config_dict``."""
+    old, new = flatten(recorded), flatten(config_dict)
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_FIELDS)
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:6])
 
 
 def config_to_dict(config) -> Dict[str, Any]:
@@ -320,11 +328,8 @@ def _check_resumable(workdir: str, config_dict: Dict[str, Any]) -> None:
     if not os.path.exists(path):
         return
     with open(path) as f:
-        old = _flatten(json.load(f))
-    new = _flatten(config_dict)
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_FIELDS)
-    if diff:
-        details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:6])
+        details = config_differences(json.load(f), config_dict)
+    if details:
         raise ValueError(f"workdir {workdir!r} holds a run with a different config ({details}); "
                          "use a new --workdir or the same config to resume")
 

@@ -15,13 +15,14 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jsnn import train
 from jsnn.evaluate import default_eval_config
 from launch import common
 
 
 def check_fields(argv) -> None:
     """Unknown ``--evaluate.<field>`` flags: one clear message and exit status 2 (no traceback)."""
-    fields = set(_flat(default_eval_config().to_dict()))
+    fields = set(train.flatten(default_eval_config()))
     for arg in argv[1:]:
         if arg.startswith("--evaluate."):
             field = arg[len("--evaluate."):].split("=", 1)[0]
@@ -29,13 +30,6 @@ def check_fields(argv) -> None:
                 print(f"error: --evaluate.{field}: unknown field; allowed: {', '.join(sorted(fields))}",
                       file=sys.stderr)
                 sys.exit(2)
-
-
-def _flat(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
 
 
 if __name__ == "__main__":  # before the config flag parses argv (it raises on unknown fields)
