@@ -54,6 +54,7 @@ from absl import logging
 from jax.tree_util import Partial
 
 from jsnn import attacks, models, parallel, train
+from jsnn import data as data_lib
 from jsnn.attacks import gradients as gradients_lib
 from jsnn.models import SpikingModel
 
@@ -581,19 +582,6 @@ def plot(records: Dict[str, dict], path: str, title: str = "") -> None:
 # ----------------------------------------------------------------------------- entry point
 
 
-def _load_images(config, ev):
-    from jsnn import data as data_lib
-
-    images, labels = [], []
-    for batch in data_lib.eval_batches(config.data, split=ev.split, batch_size=ev.batch_size,
-                                       limit=ev.num_examples or None):
-        images.append(np.asarray(batch["image"], np.float32))
-        labels.append(np.asarray(batch["label"], np.int32))
-    if not images:
-        raise ValueError(f"evaluate.split: {ev.split!r} holds no images")
-    return np.concatenate(images), np.concatenate(labels)
-
-
 def _same_settings(old: dict, new: dict) -> bool:
     return old.get("settings") == new["settings"] and old.get("attack") == new["attack"] and "accuracy" in old
 
@@ -627,7 +615,8 @@ def evaluate_workdir(workdir: str, overrides=None, num_examples: Optional[int] =
     mesh = parallel.data_mesh()  # attack batches are split over every device, parameters replicated
     parallel.check_divisible(ev.batch_size, mesh, "evaluate.batch_size")
     variables = parallel.replicate(variables, mesh)
-    images, labels = _load_images(config, ev)
+    images, labels = data_lib.eval_arrays(config.data, ev.split, ev.batch_size, ev.num_examples or None,
+                                          field="evaluate.split")
     fn = models.logits_fn(model, variables)
     make = estimator_factory(model, variables)
     stochastic = is_stochastic(model, fn, jnp.asarray(images[: min(len(images), 16)]))

@@ -73,19 +73,6 @@ def resolve_smoothing(model, *, sigma: float | None, noise: str) -> tuple[str, f
     return "input", float(sigma), 1
 
 
-def load_split(config, split: str, num_images: int):
-    """The first ``num_images`` images and labels of ``split`` in dataset order (0 = all)."""
-    from jsnn import data
-
-    images, labels = [], []
-    for batch in data.eval_batches(config.data, split=split, limit=num_images or None):
-        images.append(np.asarray(batch["image"], np.float32))
-        labels.append(np.asarray(batch["label"], np.int64))
-    if not images:
-        raise ValueError(f"--split={split!r} holds no images")
-    return np.concatenate(images), np.concatenate(labels)
-
-
 def summarize(records) -> dict:
     """Certified accuracy at the standard radii, ACR, and the abstention rate."""
     from jsnn import certify
@@ -122,7 +109,7 @@ def run(workdir: str, *, sigma: float | None = None, noise: str = "auto", n0: in
     Returns:
       The dict written to ``workdir/output``.
     """
-    from jsnn import certify, models, train
+    from jsnn import certify, data, models, train
 
     config, model, variables = train.restore(workdir)
     noise, sigma, steps = resolve_smoothing(model, sigma=sigma, noise=noise)
@@ -132,7 +119,7 @@ def run(workdir: str, *, sigma: float | None = None, noise: str = "auto", n0: in
     path = os.path.join(workdir, output)
     done = _load_previous(path, settings)
 
-    images, labels = load_split(config, split, num_images)
+    images, labels = data.eval_arrays(config.data, split, limit=num_images or None, field="--split")
     todo = [i for i in range(len(labels)) if i not in done]
     fn = models.logits_fn(model, variables)
     base = jax.random.key(seed)

@@ -455,6 +455,27 @@ def eval_batches(config, split: str = "test", batch_size: int | None = None,
     return _eval_iter(ds, n, bs)
 
 
+def eval_arrays(config, split: str = "test", batch_size: int | None = None, limit: int | None = None, *,
+                field: str = "split") -> tuple[np.ndarray, np.ndarray]:
+    """:func:`eval_batches` concatenated: ``(images float32 [N, H, W, C], labels int32 [N])``.
+
+    Raises ``ValueError`` naming ``field`` (the caller's name for ``split``) if the split is empty.
+
+    Example:
+        >>> from jsnn import data
+        >>> images, labels = data.eval_arrays({"name": "digits"}, "test", limit=5)
+        >>> images.shape, images.dtype, labels.dtype
+        ((5, 8, 8, 1), dtype('float32'), dtype('int32'))
+    """
+    images, labels = [], []
+    for batch in eval_batches(config, split=split, batch_size=batch_size, limit=limit):
+        images.append(np.asarray(batch["image"], np.float32))
+        labels.append(np.asarray(batch["label"], np.int32))
+    if not images:
+        raise ValueError(f"{field}: {split!r} holds no images")
+    return np.concatenate(images), np.concatenate(labels)
+
+
 def _eval_iter(ds, n: int, bs: int):
     for start in range(0, n, bs):
         images, labels = ds.get(np.arange(start, min(start + bs, n)))
@@ -463,6 +484,6 @@ def _eval_iter(ds, n: int, bs: int):
 
 __all__ = [
     "DATASETS", "SPLITS", "DatasetInfo", "DataConfig", "ArrayDataset", "StreamDataset",
-    "info", "read_config", "load", "clear_cache", "check_batch", "train_batches", "eval_batches",
+    "info", "read_config", "load", "clear_cache", "check_batch", "train_batches", "eval_batches", "eval_arrays",
     "epoch_permutation", "augment_rng", "steps_per_epoch", "augment", "digits",
 ]
