@@ -68,6 +68,11 @@ class StochasticFeatures(nn.Module):
         return mu + sigma * eps
 
 
+def unit_columns(w):
+    """``w`` with unit-L2 columns (one per class): the scale guard's classifier, ``w / ‖w‖₂``."""
+    return w / jnp.sqrt(jnp.sum(jnp.square(w), axis=0, keepdims=True) + 1e-12)
+
+
 class UnitNormDense(nn.Module):
     """``z ↦ z·(W / ‖W‖_col) + b``: each class's weight vector has unit L2 norm."""
 
@@ -77,7 +82,7 @@ class UnitNormDense(nn.Module):
     def __call__(self, z):
         w = self.param("kernel", nn.initializers.lecun_normal(), (z.shape[-1], self.features), jnp.float32)
         b = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-        w = w / jnp.sqrt(jnp.sum(jnp.square(w), axis=0, keepdims=True) + 1e-12)
+        w = unit_columns(w)
         return z @ w.astype(z.dtype) + b.astype(z.dtype)
 
 
@@ -214,7 +219,7 @@ def feature_variance(model, *, lam: float = 0.1, ramp_steps: int = 200, reg: str
             sigma = inter["features"]["sigma"][-1]
             kernel = params["classifier"]["kernel"]
             if model.unit_norm:
-                kernel = kernel / jnp.sqrt(jnp.sum(jnp.square(kernel), axis=0, keepdims=True) + 1e-12)
+                kernel = unit_columns(kernel)
             r = regularizer(sigma, reg, kernel)
             step = model_state["counters"]["step"]
             lam_t = ramp(lam, step, ramp_steps)
