@@ -149,7 +149,7 @@ def main():
     import numpy as np
     from absl import logging
 
-    from jsnn import models, train
+    from jsnn import checkpoint, models, train
     from jsnn.attacks.apgd import apgd
     from jsnn.attacks.autoattack import autoattack
     from jsnn.attacks.pgd import pgd
@@ -164,7 +164,7 @@ def main():
     t0 = time.perf_counter()
     config = default.get_config()
     results = train.train_and_evaluate(config, args.workdir)
-    _, model, variables = train.restore(args.workdir)
+    _, model, variables, *_ = checkpoint.load_run(args.workdir)
     print(f"model: default digits DigitsConv, clean test accuracy {results['clean_accuracy']:.4f} "
           f"({time.perf_counter() - t0:.0f}s incl. training, workdir {args.workdir})")
     fn = models.logits_fn(model, variables)

@@ -33,14 +33,14 @@ def _median_time(fn, repeats):
 
 def load_model(workdir):
     """``(model, variables, what)``: the trained run in ``workdir`` or a fresh default model."""
-    from jsnn import train
+    from jsnn import checkpoint, models
     from launch.configs import default
 
     if workdir:
-        _, model, variables = train.restore(workdir)
+        _, model, variables, *_ = checkpoint.load_run(workdir)
         return model, variables, f"trained ({workdir})"
     config = default.get_config()
-    model = train.build_model(config)
+    model = models.from_config(config)
     info_shape = (1, 8, 8, model.input_channels or 1)
     variables = model.init(jax.random.key(0), jnp.zeros(info_shape))
     return model, variables, "freshly initialised (untrained weights; speed does not depend on training)"

@@ -33,14 +33,14 @@ def child(config_name: str, batch: int, steps: int, repeats: int, warmup: int) -
     import jax
     import numpy as np
 
-    from jsnn import defenses, parallel, train
+    from jsnn import defenses, models, parallel, train
 
     config = importlib.import_module(f"launch.configs.{config_name}").get_config()
     if batch:
         config.data.batch_size = batch
     config.train.num_steps = 10_000
-    info = train.dataset_info(config)
-    model = train.build_model(config)
+    info = models.dataset_info(config)
+    model = models.from_config(config)
     setup = defenses.from_config(config, model)
     optimizer = train.make_optimizer(config.optim, config.train.num_steps, setup.param_transform)
     loss_fn = setup.loss_transform(train.cross_entropy_loss_fn(model))

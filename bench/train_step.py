@@ -52,14 +52,14 @@ def bench_jsnn(T: int, batch: int, steps: int, repeats: int):
     import jax
     import numpy as np
 
-    from jsnn import train
+    from jsnn import models, train
     from launch.configs import default
 
     config = default.get_config()
     config.model.T = T
     config.data.batch_size = batch
     config.train.num_steps = 1000
-    model = train.build_model(config)
+    model = models.from_config(config)
     optimizer = train.make_optimizer(config.optim, 1000)
     state = train.init_state(config, model, optimizer, jax.random.key(0))
     step = train.make_train_step(train.cross_entropy_loss_fn(model), optimizer)

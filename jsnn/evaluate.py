@@ -53,7 +53,8 @@ import numpy as np
 from absl import logging
 from jax.tree_util import Partial
 
-from jsnn import attacks, models, parallel, train
+from jsnn import attacks, checkpoint, io, models, parallel
+from jsnn import config as cfg_lib
 from jsnn import data as data_lib
 from jsnn.attacks import gradients as gradients_lib
 from jsnn.models import SpikingModel
@@ -158,10 +159,10 @@ def resolve_eval_config(run_config=None, overrides=None, num_examples: Optional[
     if run_config is not None:
         stored = run_config.get("evaluate") if hasattr(run_config, "get") else None
     if stored:
-        _merge(ev, train.flatten(stored), "evaluate")
+        _merge(ev, cfg_lib.flatten(stored), "evaluate")
     if overrides:
         ov = overrides.to_dict() if hasattr(overrides, "to_dict") else dict(overrides)
-        _merge(ev, train.flatten(ov), "evaluate")
+        _merge(ev, cfg_lib.flatten(ov), "evaluate")
     if num_examples is not None:
         ev.num_examples = int(num_examples)
     validate_eval_config(ev)
@@ -610,7 +611,7 @@ def evaluate_workdir(workdir: str, overrides=None, num_examples: Optional[int] =
       The dict written to ``workdir/output``.
     """
 
-    config, model, variables = train.restore(workdir)
+    config, model, variables, *_ = checkpoint.load_run(workdir)
     ev = resolve_eval_config(config, overrides, num_examples)
     mesh = parallel.data_mesh()  # attack batches are split over every device, parameters replicated
     parallel.check_divisible(ev.batch_size, mesh, "evaluate.batch_size")
@@ -649,7 +650,7 @@ def evaluate_workdir(workdir: str, overrides=None, num_examples: Optional[int] =
             "qte": qte(current),
             "worst_case": _worst_case(current, _parse_number(ev.main_eps, "main_eps")),
             "sanity": sanity_checks(current, grad_stats, ev),
-            "environment": train.environment(),
+            "environment": io.environment(),
         }
         doc["possible_gradient_masking"] = bool(doc["sanity"]["failed"])
         return doc
@@ -665,16 +666,16 @@ def evaluate_workdir(workdir: str, overrides=None, num_examples: Optional[int] =
                          previous[name]["accuracy"])
             continue
         if rec["attack"] == "transfer" and source_fn is None:
-            _, src_model, src_vars = train.restore(rec["settings"]["source"])
+            _, src_model, src_vars, *_ = checkpoint.load_run(rec["settings"]["source"])
             source_fn = models.logits_fn(src_model, src_vars)
         logging.info("[%d/%d] %s: running on %d examples", i, len(records_plan), name, len(labels))
         records[name] = _run_record(rec, fn, make, source_fn, images, labels, ev, i, len(records_plan), mesh)
         logging.info("[%d/%d] %s: accuracy %.4f (all draws %.4f) in %.1fs", i, len(records_plan), name,
                      records[name]["accuracy"], records[name]["accuracy_all_draws"], records[name]["seconds"])
-        train.write_json_atomic(path, document())
+        io.write_json(path, document())
 
     doc = document()
-    train.write_json_atomic(path, doc)
+    io.write_json(path, doc)
     current = {r["name"]: records[r["name"]] for r in records_plan if r["name"] in records}
     plot(current, os.path.splitext(path)[0] + ".png",
          title=f"{config.model.name} T={getattr(model, 'T', '?')} ({ev.norm}, {len(labels)} examples)")

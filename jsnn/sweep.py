@@ -369,7 +369,7 @@ def is_finished(run_dir: str, evaluate: bool = False) -> bool:
 
 def check_same_config(run_dir: str, config) -> None:
     """Raises ``ValueError`` if a finished run in ``run_dir`` was trained with another config."""
-    from jsnn import train
+    from jsnn import config as cfg_lib
 
     path = os.path.join(run_dir, RESULTS)
     if not os.path.exists(path):
@@ -377,7 +377,7 @@ def check_same_config(run_dir: str, config) -> None:
     recorded = _read_json(path).get("config")
     if recorded is None:
         return
-    details = train.config_differences(recorded, json.loads(json.dumps(train.config_to_dict(config))))
+    details = cfg_lib.differences(recorded, json.loads(json.dumps(cfg_lib.to_dict(config))))
     if details:
         raise ValueError(f"sweep: {run_dir!r} holds a finished run with a different config ({details}); "
                          "use a new --workdir or the same base config")
@@ -498,7 +498,7 @@ def run_sweep(base_config, workdir: str, grid: Grid = (), seeds: Sequence[int] =
     """
     import subprocess
 
-    from jsnn import defenses, parallel, train
+    from jsnn import defenses, models, parallel, train
 
     train_fn = train.train_and_evaluate if train_fn is None else train_fn
     runs = shard_runs(expand(grid, seeds), *shard)
@@ -507,7 +507,7 @@ def run_sweep(base_config, workdir: str, grid: Grid = (), seeds: Sequence[int] =
     for r, c in zip(runs, configs):
         try:
             train.validate_config(c)
-            defenses.from_config(c, train.build_model(c))  # model and defense fields (no parameters built)
+            defenses.from_config(c, models.from_config(c))  # model and defense fields (no parameters built)
             parallel.check_divisible(c.data.batch_size, mesh)
         except ValueError as e:
             raise ValueError(f"sweep run {r.name}: {e}") from None
@@ -789,14 +789,15 @@ def write_sweep_record(workdir: str, base_config, grid: Grid, seeds: Sequence[in
 
     ``commands[name]`` is a string (the ``launch.train`` command) or a dict of named commands.
     """
-    from jsnn import train
+    from jsnn import config as cfg_lib
+    from jsnn import io
 
     record = {
         "grid": [[p, list(v)] for p, v in grid],
         "seeds": list(seeds),
-        "base_config": train.config_to_dict(base_config),
+        "base_config": cfg_lib.to_dict(base_config),
         "runs": [{"name": r.name, "seed": r.seed, "point": {p: v for p, v in r.point},
                   **(_commands(commands.get(r.name)) if commands else {})}
                  for r in expand(grid, seeds)],
     }
-    train.write_json_atomic(os.path.join(workdir, SWEEP_JSON), record)
+    io.write_json(os.path.join(workdir, SWEEP_JSON), record)

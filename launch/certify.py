@@ -109,9 +109,9 @@ def run(workdir: str, *, sigma: float | None = None, noise: str = "auto", n0: in
     Returns:
       The dict written to ``workdir/output``.
     """
-    from jsnn import certify, data, models, train
+    from jsnn import certify, checkpoint, data, io, models
 
-    config, model, variables = train.restore(workdir)
+    config, model, variables, *_ = checkpoint.load_run(workdir)
     noise, sigma, steps = resolve_smoothing(model, sigma=sigma, noise=noise)
     settings = dict(sigma=sigma, noise=noise, steps=steps, n0=int(n0), n=int(n), alpha=float(alpha),
                     seed=int(seed), split=split)
@@ -139,7 +139,7 @@ def run(workdir: str, *, sigma: float | None = None, noise: str = "auto", n0: in
                   "model": {"name": config.model.name, "T": int(model.T), "encoder": model.encoder._asdict()},
                   "batch_size": int(batch_size), "seconds": seconds, "images": records,
                   "summary": summarize(records)}
-        train.write_json_atomic(path, result)
+        io.write_json(path, result)
         return result
 
     t0 = t_log = time.time()

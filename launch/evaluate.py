@@ -15,14 +15,14 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jsnn import train
+from jsnn import config as cfg_lib
 from jsnn.evaluate import default_eval_config
 from launch import common
 
 
 def check_fields(argv) -> None:
     """Unknown ``--evaluate.<field>`` flags: one clear message and exit status 2 (no traceback)."""
-    fields = set(train.flatten(default_eval_config()))
+    fields = set(cfg_lib.flatten(default_eval_config()))
     for arg in argv[1:]:
         if arg.startswith("--evaluate."):
             field = arg[len("--evaluate."):].split("=", 1)[0]

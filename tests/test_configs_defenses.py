@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from jsnn import data as data_lib
-from jsnn import defenses, train
+from jsnn import checkpoint, defenses, models, train
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "launch", "configs")
 DIGITS = ["vanilla", "at", "trades", "noise", "sr", "sr_at", "rsnn", "rat", "rsc", "poisson", "mfdv", "ann",
@@ -45,7 +45,7 @@ def test_config_builds_and_documents_its_command(name):
     assert f"python -m launch.train --config=launch/configs/{name}.py" in mod.__doc__
     config = mod.get_config()
     train.validate_config(config)
-    model = train.build_model(config)
+    model = models.from_config(config)
     if config.defense.name != "distill":  # needs a trained teacher (test below)
         setup = defenses.from_config(config, model)
         assert callable(setup.loss_transform)
@@ -71,7 +71,7 @@ def test_rat_finds_the_wrn_mixing_weights():
     """RAT projects WRN-16's residual mixing weights (parameters named ``mix``) onto the simplex."""
     config = _load("cifar10_wrn16_rat").get_config()
     config.model.kwargs.update(dict(depth=10, widen_factor=1))
-    model = train.build_model(config)
+    model = models.from_config(config)
     shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, jnp.zeros((1, 32, 32, 3))))
     params = jax.tree.map(lambda s: jnp.full(s.shape, 0.7, s.dtype), shapes["params"])
     setup = defenses.from_config(config, model)
@@ -120,7 +120,7 @@ def test_cifar_recipe_takes_one_step_on_mock_data(name, mock_cifar):
     """One jitted training step (the loss transforms and the parameter transform) on a mock batch."""
     config = _tiny(_load(name).get_config())
     train.validate_config(config)
-    model = train.build_model(config)
+    model = models.from_config(config)
     setup = defenses.from_config(config, model)
     optimizer = train.make_optimizer(config.optim, 10, setup.param_transform)
     step = train.make_train_step(setup.loss_transform(train.cross_entropy_loss_fn(model)), optimizer)
@@ -153,13 +153,13 @@ def test_digits_mfdv_and_distillation_through_the_launcher(tmp_path):
 
     mfdv = short(_load("digits_mfdv").get_config())
     train.train_and_evaluate(mfdv, str(tmp_path / "mfdv"))
-    _, model, variables = train.restore(str(tmp_path / "mfdv"))
+    _, model, variables, *_ = checkpoint.load_run(str(tmp_path / "mfdv"))
     assert int(variables["counters"]["step"]) == 2 and model.stochastic
     teacher = short(_load("digits_ann").get_config())
     train.train_and_evaluate(teacher, str(tmp_path / "ann"))
     student = short(_load("digits_rsc_distill").get_config())
     student.defense.distill.teacher_workdir = str(tmp_path / "ann")
-    model = train.build_model(student)
+    model = models.from_config(student)
     loss_fn = defenses.from_config(student, model).loss_transform(train.cross_entropy_loss_fn(model))
     state = train.init_state(student, model, optax.sgd(0.1), jax.random.key(0))
     batch = next(data_lib.train_batches(student.data, 0))
@@ -167,7 +167,7 @@ def test_digits_mfdv_and_distillation_through_the_launcher(tmp_path):
     assert float(metrics["distill_kl"]) > 0
     student.defense.distill.teacher_workdir = str(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        defenses.from_config(student, train.build_model(student))
+        defenses.from_config(student, models.from_config(student))
     jax.clear_caches()
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jsnn import data as data_lib
-from jsnn import evaluate, models, train
+from jsnn import checkpoint, evaluate, models, train
 from launch.configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,7 +56,7 @@ def test_report_fields_png_and_values(run_dir, report):
         assert 0.0 <= r["accuracy"] <= 1.0 and r["num_examples"] == 16
         assert r["settings"]["seed"] == 0 and r["settings"]["num_examples"] == 16
     # clean accuracy: an independent forward on the first 16 test images
-    config, model, variables = train.restore(run_dir)
+    config, model, variables, *_ = checkpoint.load_run(run_dir)
     batch = next(data_lib.eval_batches(config.data, split="test", batch_size=16, limit=16))
     logits = models.logits_fn(model, variables)(jnp.asarray(batch["image"]), jax.random.PRNGKey(0))
     clean = float(np.mean(np.argmax(logits, -1) == batch["label"]))

@@ -20,7 +20,7 @@ SCRIPT = r"""
 import json, os, sys
 import jax
 import numpy as np
-from jsnn import parallel, train
+from jsnn import checkpoint, models, parallel, train
 from launch.configs import default
 
 workdir, devices = sys.argv[1], int(sys.argv[2])
@@ -49,7 +49,7 @@ def per_device_flops(compiled):
 # XLA's cost analysis of the partitioned program: the FLOPs ONE device executes per step.
 config = tiny(batch_size=64)
 config.train.num_steps = 10
-model = train.build_model(config)
+model = models.from_config(config)
 optimizer = train.make_optimizer(config.optim, 10)
 mesh = parallel.data_mesh()
 state = parallel.replicate(train.init_state(config, model, optimizer, jax.random.key(0)), mesh)
@@ -65,7 +65,7 @@ out["results"] = {k: results[k] for k in ("clean_accuracy", "test_loss", "test_e
 out["env_device_count"] = results["environment"]["device_count"]
 with open(os.path.join(workdir, "metrics.jsonl")) as f:
     out["train_loss"] = [json.loads(l)["loss"] for l in f if l.strip()]
-_, model, variables = train.restore(workdir)
+_, model, variables, *_ = checkpoint.load_run(workdir)
 flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
         for path, v in jax.tree_util.tree_flatten_with_path(variables)[0]}
 np.savez(os.path.join(workdir, "variables.npz"), **flat)

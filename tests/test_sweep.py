@@ -210,12 +210,12 @@ def test_summary_mean_and_sample_std(tmp_path, config):
 
 
 def test_finished_run_with_another_config_is_refused(tmp_path, config):
-    from jsnn import train
+    from jsnn import config as cfg_lib
 
     (run,) = sweep.expand((), [0])
     other = sweep.run_config(config, run)
     other.model.T = 9
-    _write_run(str(tmp_path), run, 0.5, config=train.config_to_dict(other))
+    _write_run(str(tmp_path), run, 0.5, config=cfg_lib.to_dict(other))
     with pytest.raises(ValueError, match=r"different config \(model.T: 9 -> 4\)"):
         sweep.run_sweep(config, str(tmp_path), (), [0], train_fn=lambda c, d: None)
 
@@ -224,15 +224,15 @@ def test_finished_run_with_another_config_is_refused(tmp_path, config):
 
 
 def _fake_train(log, fail_seed=None):
-    from jsnn import train
+    from jsnn import config as cfg_lib, io
 
     def train_fn(config, run_dir):
         log.append((run_dir, config.seed))
         if config.seed == fail_seed:
             raise FloatingPointError("diverged")
-        train.write_json_atomic(os.path.join(run_dir, "results.json"), {
+        io.write_json(os.path.join(run_dir, "results.json"), {
             "clean_accuracy": 0.1 * config.model.T + 0.01 * config.seed, "seed": config.seed,
-            "config": train.config_to_dict(config)})
+            "config": cfg_lib.to_dict(config)})
 
     return train_fn
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jsnn import data as data_lib
-from jsnn import train
+from jsnn import checkpoint, train
 from launch.configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,7 +91,7 @@ def test_interrupted_run_resumes_to_the_same_result(reference_run, tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         train.train_and_evaluate(tiny_config(), workdir)
     assert not os.path.exists(os.path.join(workdir, "results.json"))
-    assert train.checkpoint_manager(workdir).latest_step() == 4
+    assert checkpoint.manager(workdir).latest_step() == 4
     monkeypatch.setattr(data_lib, "train_batches", real)
     train.train_and_evaluate(tiny_config(), workdir)
     a, b = read_results(reference_run), read_results(workdir)
@@ -100,7 +100,7 @@ def test_interrupted_run_resumes_to_the_same_result(reference_run, tmp_path, mon
 
 
 def test_restore_gives_the_trained_model(reference_run):
-    config, model, variables = train.restore(reference_run)
+    config, model, variables, *_ = checkpoint.load_run(reference_run)
     ev = train.evaluate_clean(model, variables, config, jax.random.key(0))
     assert ev["accuracy"] == read_results(reference_run)["clean_accuracy"]
 
@@ -117,11 +117,11 @@ def test_resume_with_other_config_is_refused(reference_run):
     ("model.surrogate", "relu", r"model.surrogate.*'relu'; allowed: sigmoid"),
     ("model.surrogate_width", -1.0, r"model.surrogate.*width must be .*> 0"),
     ("model.neuron", "izhikevich", r"model.neuron: unknown neuron 'izhikevich'; allowed: lif, if, dlif"),
-    ("model.T", 0, r"model.T: time steps must be an integer >= 1, got 0"),
+    ("model.T", 0, r"model.T: must be an integer >= 1, got 0"),
     ("model.tau", 0.0, r"model.tau: must be > 0"),
     ("model.reset", "sometimes", r"model.reset: 'sometimes'; allowed: hard, soft"),
-    ("optim.name", "lion", r"optim.name: unknown optimizer 'lion'; allowed: sgd, adam"),
-    ("optim.learning_rate", -0.1, r"optim.learning_rate: must be > 0"),
+    ("optim.name", "lion", r"optim.name: 'lion'; allowed: sgd, adam"),
+    ("optim.learning_rate", -0.1, r"optim.learning_rate: must be a finite number > 0"),
     ("data.batch_size", 0, r"data.batch_size"),
     ("train.checkpoint_every", 3, r"train.checkpoint_every: 3 must be a multiple of train.log_every=2"),
 ])

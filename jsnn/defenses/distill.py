@@ -139,9 +139,9 @@ def load_teacher(workdir: str, num_classes: int) -> Callable:
         Traceback (most recent call last):
         FileNotFoundError: workdir '...' has no config.json: train it first with launch.train
     """
-    from jsnn import train as train_lib
+    from jsnn import checkpoint
 
-    _, teacher, variables = train_lib.restore(workdir)
+    _, teacher, variables, *_ = checkpoint.load_run(workdir)
     if teacher.num_classes != num_classes:
         raise ValueError(f"defense.distill.teacher_workdir: teacher in {workdir!r} has {teacher.num_classes} classes, "
                          f"the student {num_classes}")
