@@ -58,7 +58,7 @@ def _restore_with_fallback(mngr: ocp.CheckpointManager, restore: Callable[[int],
         try:
             out = restore(s)
         except Exception as e:  # Orbax / TensorStore raise many types for damaged files
-            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            first = str(e).strip().splitlines()[0].split(". See")[0][:120] if str(e).strip() else type(e).__name__
             errors.append(f"step {s}: {first}")
             if i + 1 < len(steps):
                 logging.warning("%s: checkpoint at step %d is damaged (%s); falling back to step %d",

@@ -36,15 +36,33 @@ class DamagedFileError(ValueError):
     """A file jsnn wrote earlier cannot be read back (truncated, not JSON, wrong shape)."""
 
 
+def ensure_dir(path: str, field: str = "directory") -> str:
+    """Creates directory ``path`` if needed; a file in the way or an unwritable place is one line naming ``field``.
+
+    Example:
+        >>> import tempfile
+        >>> from jsnn import io
+        >>> f = tempfile.NamedTemporaryFile()
+        >>> io.ensure_dir(f.name, "--workdir")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ValueError: --workdir=...: is a file, not a directory; choose another directory
+    """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{field}={path}: is a file, not a directory; choose another directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"{field}={path}: a parent is a file, not a directory; choose another directory") from None
+    except OSError as e:
+        raise ValueError(f"{field}={path}: cannot be created ({e.strerror}); choose a writable directory") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{field}={path}: not writable (permission denied); choose a writable directory")
+    return path
+
+
 def write_atomic(path: str, write: Callable[[str], None], suffix: str = "") -> None:
     """Calls ``write(tmp)`` on a unique temporary file beside ``path``, then renames it over ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise ValueError(f"{directory}: is a file, not a directory; choose another directory") from None
-    except PermissionError:
-        raise ValueError(f"{directory}: cannot be created (permission denied); choose a writable directory") from None
+    directory = ensure_dir(os.path.dirname(os.path.abspath(path)))
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
     except PermissionError:
@@ -148,5 +166,5 @@ def environment() -> Dict[str, Any]:
             "device_count": jax.device_count(), "python": platform.python_version()}
 
 
-__all__ = ["DamagedFileError", "environment", "read_json", "read_jsonl", "write_atomic", "write_json",
+__all__ = ["DamagedFileError", "ensure_dir", "environment", "read_json", "read_jsonl", "write_atomic", "write_json",
            "write_jsonl", "write_text"]

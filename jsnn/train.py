@@ -248,12 +248,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     Example:
         A tiny spiking MLP trained for 4 steps on the embedded digits, then restored:
 
-        >>> import os, tempfile
+        >>> import os, tempfile, ml_collections
         >>> from jsnn import checkpoint, train
-        >>> from launch.configs import default
-        >>> config = default.get_config()
-        >>> config.model.name, config.model.T, config.model.kwargs.hidden = "digits_mlp", 2, (16,)
-        >>> config.train.num_steps, config.train.log_every, config.train.checkpoint_every = 4, 2, 4
+        >>> config = ml_collections.ConfigDict({  # fields left out take their defaults
+        ...     "seed": 0, "data": {"name": "digits", "batch_size": 64},
+        ...     "model": {"name": "digits_mlp", "T": 2, "kwargs": {"hidden": (16,)}},
+        ...     "optim": {"learning_rate": 0.1}, "train": {"num_steps": 4, "log_every": 2, "checkpoint_every": 4}})
         >>> tmp = tempfile.TemporaryDirectory()
         >>> results = train.train_and_evaluate(config, tmp.name)
         >>> results["steps"], results["test_examples"], sorted(os.listdir(tmp.name))
@@ -264,6 +264,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         >>> tmp.cleanup()
     """
     validate_config(config)
+    io.ensure_dir(workdir, "workdir")
     tcfg = cfg_lib.read_train(config.train)
     model = models.from_config(config)
     setup = defenses_lib.from_config(config, model)
@@ -277,7 +278,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     optimizer = make_optimizer(config.optim, num_steps, setup.param_transform)
     loss_fn = setup.loss_transform(cross_entropy_loss_fn(model))
     mesh = parallel.data_mesh()
-    parallel.check_divisible(config.data.batch_size, mesh)
+    parallel.check_divisible(data_lib.read_config(config.data).batch_size, mesh)
     train_step = make_train_step(loss_fn, optimizer, mesh)
 
     root = jax.random.key(config.seed)
@@ -288,7 +289,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     start = 0
     if mngr.all_steps():
-        _, state = checkpoint.restore_state(workdir, state, mngr)
+        restored, state = checkpoint.restore_state(workdir, state, mngr)
+        for damaged in [s for s in mngr.all_steps() if s > restored]:  # unreadable: recomputed from `restored`
+            mngr.delete(damaged)
         start = int(state.step)
         logging.info("Resumed from checkpoint at step %d in %s", start, workdir)
         if lead:
@@ -328,7 +331,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                 mf.flush()
                 eta = (num_steps - done) / max(rate, 1e-9)
                 logging.info("step %d/%d loss %.4f acc %.3f | %.1f steps/s, %.1f img/s, ETA %.0fs", done, num_steps,
-                             m["loss"], m["accuracy"], rate, rate * config.data.batch_size, eta)
+                             m["loss"], m["accuracy"], rate, rate * data_lib.read_config(config.data).batch_size, eta)
             mngr.save(done, args=checkpoint.ocp.args.StandardSave(state))  # only at checkpoint_every (a log step: checked)
     if mngr.latest_step() != num_steps:
         mngr.save(num_steps, args=checkpoint.ocp.args.StandardSave(state), force=True)

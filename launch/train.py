@@ -16,6 +16,9 @@ from ml_collections import config_flags
 
 from launch import common
 
+if __name__ == "__main__":  # before the config flag parses argv (a bad file or field would raise a traceback)
+    common.check_config_argv(__import__("sys").argv)
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (launch/configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and results.json.")

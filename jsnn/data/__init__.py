@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jsnn.config import check_int
 from jsnn.data import augment, digits
 from jsnn.data import tfds as tfds_lib
 
@@ -85,15 +86,6 @@ def _check_name(name) -> str:
     return name
 
 
-def _check_int(value, field: str, minimum: int, allow_none: bool = False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        allowed = f"an integer >= {minimum}" + (" or None" if allow_none else "")
-        raise ValueError(f"{field}: must be {allowed}, got {value!r}")
-    return int(value)
-
-
 def info(name: str, image_size: int | None = None) -> DatasetInfo:
     """Static facts of ``name``; ``image_size`` sets ImageNet's resolution (default 64).
 
@@ -114,7 +106,7 @@ def info(name: str, image_size: int | None = None) -> DatasetInfo:
                            digits.TRAIN_SIZE, digits.TEST_SIZE, False)
     base = _STATIC[name]
     if name in _STREAMED:
-        size = DEFAULT_IMAGENET_SIZE if image_size is None else _check_int(image_size, "data.image_size", 8)
+        size = DEFAULT_IMAGENET_SIZE if image_size is None else check_int(image_size, "data.image_size", 8)
         return base._replace(image_shape=(size, size, 3))
     if image_size is not None and image_size != base.image_shape[0]:
         raise ValueError(f"data.image_size: only imagenet2012 is resized; {name} images are "
@@ -165,14 +157,14 @@ def read_config(config) -> DataConfig:
     cfg = DataConfig(
         name=name,
         data_dir=None if fields["data_dir"] in (None, "") else str(fields["data_dir"]),
-        batch_size=_check_int(fields["batch_size"], "data.batch_size", 1),
-        eval_batch_size=_check_int(fields["eval_batch_size"], "data.eval_batch_size", 1, allow_none=True),
-        crop_padding=_check_int(fields["crop_padding"], "data.crop_padding", 0),
+        batch_size=check_int(fields["batch_size"], "data.batch_size", 1),
+        eval_batch_size=check_int(fields["eval_batch_size"], "data.eval_batch_size", 1, allow_none=True),
+        crop_padding=check_int(fields["crop_padding"], "data.crop_padding", 0),
         flip=bool(flip),
-        cutout=_check_int(fields["cutout"], "data.cutout", 0),
-        image_size=_check_int(fields["image_size"], "data.image_size", 8, allow_none=True),
-        train_limit=_check_int(fields["train_limit"], "data.train_limit", 1, allow_none=True),
-        test_limit=_check_int(fields["test_limit"], "data.test_limit", 1, allow_none=True),
+        cutout=check_int(fields["cutout"], "data.cutout", 0),
+        image_size=check_int(fields["image_size"], "data.image_size", 8, allow_none=True),
+        train_limit=check_int(fields["train_limit"], "data.train_limit", 1, allow_none=True),
+        test_limit=check_int(fields["test_limit"], "data.test_limit", 1, allow_none=True),
     )
     meta = info(name, cfg.image_size)  # also validates image_size against the dataset
     if cfg.flip and not meta.hflip:
@@ -393,8 +385,8 @@ def train_batches(config, seed: int, start_step: int = 0) -> Iterator[dict[str, 
         True
     """
     cfg = read_config(config)
-    seed = _check_int(seed, "seed", 0)
-    start_step = _check_int(start_step, "start_step", 0)
+    seed = check_int(seed, "seed", 0)
+    start_step = check_int(start_step, "start_step", 0)
     ds = load(cfg, "train")
     n, bs = len(ds), cfg.batch_size
     if bs > n:
@@ -448,8 +440,8 @@ def eval_batches(config, split: str = "test", batch_size: int | None = None,
     """
     cfg = read_config(config)
     bs = batch_size if batch_size is not None else (cfg.eval_batch_size or cfg.batch_size)
-    bs = _check_int(bs, "batch_size" if batch_size is not None else "data.eval_batch_size", 1)
-    limit = _check_int(limit, "limit", 1, allow_none=True)
+    bs = check_int(bs, "batch_size" if batch_size is not None else "data.eval_batch_size", 1)
+    limit = check_int(limit, "limit", 1, allow_none=True)
     ds = load(cfg, split)
     n = len(ds) if limit is None else min(limit, len(ds))
     return _eval_iter(ds, n, bs)

@@ -1,9 +1,10 @@
 """Building a model from an experiment config: ``from_config(config)`` and its typed readers.
 
 Example:
+    >>> import ml_collections
     >>> from jsnn.models import factory
-    >>> from launch.configs import default
-    >>> model = factory.from_config(default.get_config())
+    >>> config = ml_collections.ConfigDict({"data": {"name": "digits"}, "model": {"name": "digits_conv", "T": 4}})
+    >>> model = factory.from_config(config)
     >>> type(model).__name__, model.T, model.num_classes, model.input_channels
     ('SpikingConvNet', 4, 10, 1)
 """
