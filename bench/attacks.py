@@ -151,7 +151,7 @@ def main():
 
     from jsnn import checkpoint, models, train
     from jsnn.attacks.apgd import apgd
-    from jsnn.attacks.autoattack import autoattack
+    from jsnn.attacks.autoattack import autoattack, summary
     from jsnn.attacks.pgd import pgd
     from jsnn.data import digits
     from launch.configs import default
@@ -225,10 +225,10 @@ def main():
     # ---- AutoAttack-rand, EOT 20, on the test split
     n = min(args.aa_images, x_all.shape[0])
     t0 = time.perf_counter()
-    res = autoattack(fn, x_all[:n], y_all[:n], key, eps=eps, version="rand", batch_size=B)
+    _, info = autoattack(version="rand", batch_size=B)(fn, x_all[:n], y_all[:n], key, eps=eps, full_output=True)
     total = time.perf_counter() - t0
-    stages = ", ".join(f"{k} {v:.1f}s" for k, v in res.seconds.items())
-    accs = ", ".join(f"{k} {v:.4f}" for k, v in res.log.items())
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in info["seconds"].items())
+    accs = ", ".join(f"{k} {v:.4f}" for k, v in summary(info).items())
     print(f"\nAutoAttack-rand (APGD-CE + APGD-DLR, 100 it., EOT 20, 10 judging draws), {n} test images, "
           f"batch {B}: {total:.1f} s incl. compilation ({n / total:.2f} images/s)")
     print(f"  stages: {stages}")

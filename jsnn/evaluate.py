@@ -43,6 +43,7 @@ import math
 import os
 import re
 import time
+import types
 import zlib
 from typing import Any, Dict, List, Optional
 
@@ -317,7 +318,7 @@ def _estimator(model, variables, surrogate, gradient):
 
 
 def estimator_factory(model, variables) -> Partial:
-    """``make_logits_fn(surrogate, gradient)`` for :func:`jsnn.attacks.ensemble_attack`."""
+    """``make_logits_fn(surrogate, gradient)`` for :func:`jsnn.attacks.ensemble`."""
     return Partial(functools.partial(_estimator, model), variables)
 
 
@@ -359,23 +360,24 @@ def _attack_batch(rec, fn, make, source_fn, x, y, key, ev):
     if a == "clean":
         x_adv = x
     elif a == "fgsm":
-        x_adv = attacks.fgsm(fn, x, y, k_attack, eps=eps, norm=s["norm"], eot=s["eot"], chunk=chunk)
+        x_adv = attacks.fgsm(fn, x, y, k_attack, eps=eps, norm=s["norm"], eot=s["eot"], eot_chunk=chunk)
     elif a == "pgd":
         x_adv = attacks.pgd(fn, x, y, k_attack, eps=eps, norm=s["norm"], steps=s["steps"],
-                            step_size=s["step_size"] or None, restarts=s["restarts"], eot=s["eot"], chunk=chunk)
+                            step_size=s["step_size"] or None, restarts=s["restarts"], eot=s["eot"], eot_chunk=chunk)
     elif a in ("apgd-ce", "apgd-dlr"):
         x_adv = attacks.apgd(fn, x, y, k_attack, eps=eps, norm=s["norm"], steps=s["steps"],
-                             restarts=s["restarts"], loss=s["loss"], eot=s["eot"], chunk=chunk)
+                             restarts=s["restarts"], loss=s["loss"], eot=s["eot"], eot_chunk=chunk)
     elif a == "square":
         from jsnn.attacks.square import square
 
-        x_adv = square(fn, x, y, k_attack, eps=eps, n_queries=s["n_queries"], eot=s["eot"])
+        x_adv = square(fn, x, y, k_attack, eps=eps, queries=s["n_queries"], eot=s["eot"])
     elif a == "ensemble":
         ests = [gradients_lib.parse(e) for e in s["estimators"]]
-        res = attacks.ensemble_attack(attacks.pgd, make, ests, x, y, key, draws=draws, eps=eps, norm=s["norm"],
-                                      steps=s["steps"], eot=s["eot"], chunk=chunk)
-        extra["per_estimator_correct"] = np.asarray(res.correct)  # [E, M, B]
-        return np.asarray(res.robust), extra
+        _, res = attacks.ensemble(attacks.pgd, ests, make, draws=draws)(
+            make(None, None), x, y, key, eps=eps, norm=s["norm"], steps=s["steps"], eot=s["eot"], eot_chunk=chunk,
+            full_output=True)
+        extra["per_estimator_correct"] = np.asarray(res["correct"])  # [E, M, B]
+        return np.asarray(res["robust"]), extra
     elif a == "transfer":
         x_adv = attacks.pgd(source_fn, x, y, k_attack, eps=eps, norm=s["norm"], steps=s["steps"])
     else:  # pragma: no cover - plan() only emits the names above
@@ -393,9 +395,12 @@ def _run_record(rec, fn, make, source_fn, images, labels, ev, index, total, mesh
         from jsnn.attacks.autoattack import autoattack
 
         k_attack, k_judge = jax.random.split(key)
-        res = autoattack(fn, jnp.asarray(images), jnp.asarray(labels), k_attack, eps=rec["eps"], norm=s["norm"],
-                         version=s["version"], eot=s["eot"], steps=s["steps"], n_queries=s["n_queries"],
-                         judge_draws=s["draws"], batch_size=ev.batch_size, verbose=True)
+        from jsnn.attacks.autoattack import summary
+
+        x_aa, info = autoattack(norm=s["norm"], version=s["version"], eot=s["eot"], steps=s["steps"],
+                                queries=s["n_queries"], draws=s["draws"], batch_size=ev.batch_size, verbose=True)(
+            fn, jnp.asarray(images), jnp.asarray(labels), k_attack, eps=rec["eps"], full_output=True)
+        res = types.SimpleNamespace(x_adv=x_aa, robust=info["robust"], log=summary(info))
         correct = np.zeros((s["draws"], n), bool)
         for idx, padded in _batches(n, ev.batch_size):
             c = attacks.correct_draws(fn, jnp.asarray(res.x_adv[padded]), jnp.asarray(labels[padded]),

@@ -3,6 +3,7 @@ analytic optima on a linear model, EOT expectations, invariants, estimator ensem
 
 import importlib
 import itertools
+import types
 
 import chex
 import jax
@@ -313,7 +314,7 @@ def test_eot_averages_the_gradient_over_known_noise():
     margin = lambda logits, y, t: logits[:, 0] - logits[:, 1]
     direction = (W[:, 0] - W[:, 1]).reshape(1, 2, 2, 1)
     K = 8
-    vg = lambda fn, loss, K, chunk=None: jax.jit(eot.oracle(fn, loss, y, eot=K, chunk=chunk).value_and_grad)
+    vg = lambda fn, loss, K, chunk=None: jax.jit(eot.oracle(fn, loss, y, eot=K, eot_chunk=chunk).value_and_grad)
     _, g, _ = vg(f, margin, K)(x, KEY)
     a = jnp.stack([jax.random.uniform(k, (), minval=0.0, maxval=2.0) for k in jax.random.split(KEY, K)])
     np.testing.assert_allclose(g, jnp.broadcast_to(a.mean() * direction, x.shape), rtol=1e-5)
@@ -351,9 +352,9 @@ def test_transfer_crafts_on_the_source_and_judges_on_the_target():
     src, tgt = linear(W, b), linear(-W, b)
     x = images(KEY)
     y = jnp.zeros(3, jnp.int32)
-    res = attacks.transfer(attacks.fgsm, src, tgt, x, y, KEY, eps=0.05, loss="cw")
-    np.testing.assert_allclose(res.x_adv, attacks.fgsm(src, x, y, jax.random.split(KEY)[0], eps=0.05, loss="cw"))
-    assert float(res.accuracy) == pytest.approx(float(jnp.mean(jnp.argmax(tgt(res.x_adv, None), -1) == y)))
+    x_adv, info = attacks.transfer(attacks.fgsm, src)(tgt, x, y, KEY, eps=0.05, loss="cw", full_output=True)
+    np.testing.assert_allclose(x_adv, attacks.fgsm(src, x, y, jax.random.split(KEY)[0], eps=0.05, loss="cw"))
+    assert float(info["accuracy"]) == pytest.approx(float(jnp.mean(jnp.argmax(tgt(x_adv, None), -1) == y)))
 
 
 # ----------------------------------------------------------------------------- spiking model
@@ -411,6 +412,7 @@ def test_one_trace_per_configuration_and_any_key_on_a_spiking_model(digits):
     base = models.logits_fn(model, variables)
     kw = dict(steps=2, random_start=False)
     n = _calls_per_trace(attacks.pgd, base, x, y, KEY, eps=0.01, **kw)
+    n += 1  # the boundary's label check traces the model once per function (cached): common.num_classes
 
     @chex.assert_max_traces(n=n)
     def lf(x, key):
@@ -432,7 +434,7 @@ def test_one_trace_per_configuration_linear_attacks():
     for fn, kw in [(attacks.apgd, dict(steps=5)), (attacks.fgsm, {}), (attacks.rfgsm, {}),
                    (attacks.apgd_targeted, dict(steps=3, num_targets=2))]:
         chex.clear_trace_counter()
-        n = _calls_per_trace(fn, base, x, y, KEY, eps=0.01, **kw)
+        n = _calls_per_trace(fn, base, x, y, KEY, eps=0.01, **kw) + 1  # + the cached label check
 
         def lf(x, key):
             return base(x, key)
@@ -450,7 +452,8 @@ def test_estimator_ensemble_runs_all_estimators_in_one_jit(digits):
 
     ests = attacks.sr_ensemble()
     kw = dict(eps=8 / 255, steps=2, random_start=False, loss="cw")
-    res = attacks.ensemble_attack(attacks.pgd, make, ests, x, y, KEY, **kw)
+    x_worst, res = attacks.ensemble(attacks.pgd, ests, make)(make(None, None), x, y, KEY, full_output=True, **kw)
+    res = types.SimpleNamespace(**res)
     E, B = len(ests), x.shape[0]
     assert res.x_adv.shape == (E,) + x.shape and res.correct.shape == (E, 1, B)
     np.testing.assert_array_equal(res.robust, res.correct.all(0))
@@ -465,6 +468,9 @@ def test_estimator_ensemble_runs_all_estimators_in_one_jit(digits):
     # judged with the true forward
     judge = jnp.argmax(models.logits_fn(model, variables)(res.x_adv[1], KEY), -1) == y
     np.testing.assert_array_equal(res.correct[1, 0], judge)
+    # the returned point is, per example, the point of the estimator correct in the fewest draws
+    np.testing.assert_array_equal(x_worst, res.x_adv[res.worst, jnp.arange(B)])
+    np.testing.assert_array_equal(res.correct[res.worst, 0, jnp.arange(B)], res.correct[:, 0].min(0))
 
 
 def test_estimator_parsing_and_ann_degenerate_case():
@@ -478,8 +484,10 @@ def test_estimator_parsing_and_ann_degenerate_case():
     f = linear(W, b)
     x = images(KEY)
     y = jnp.zeros(3, jnp.int32)
-    res = attacks.ensemble_attack(attacks.fgsm, lambda s, g: f, None, x, y, KEY, eps=0.05, loss="cw")
-    assert res.x_adv.shape == (1,) + x.shape
+    x_adv, info = attacks.ensemble(attacks.fgsm, None, lambda s, g: f)(f, x, y, KEY, eps=0.05, loss="cw",
+                                                                        full_output=True)
+    assert info["x_adv"].shape == (1,) + x.shape
+    np.testing.assert_array_equal(x_adv, info["x_adv"][0])
 
 
 # ----------------------------------------------------------------------------- errors
@@ -503,3 +511,57 @@ def test_boundary_errors_name_the_field():
         attacks.fgsm(f, x, y[:2], KEY, eps=0.1)
     with pytest.raises(ValueError, match="alpha: must be <= eps"):
         attacks.rfgsm(f, x, y, KEY, eps=0.1, alpha=0.2)
+
+
+# ----------------------------------------------------------------------------- bad inputs (issue 15)
+
+
+def _bad_input_case():
+    f = linear(jnp.ones((4, 3)), jnp.zeros(3))
+    return f, images(KEY), jnp.zeros(3, jnp.int32)
+
+
+def test_images_outside_the_unit_box_are_one_line_errors():
+    f, x, y = _bad_input_case()
+    x = jnp.full_like(x, 0.5).at[0, 0].set(-0.5).at[1, 1].set(1.25)
+    with pytest.raises(ValueError, match=r"^attack x: pixel values in \[-0\.5, 1\.25\]; images must be in \[0, 1\]$"):
+        attacks.pgd(f, x, y, KEY, eps=0.1)
+
+
+def test_nan_pixels_are_one_line_errors():
+    f, x, y = _bad_input_case()
+    with pytest.raises(ValueError, match=r"^attack x: 2 NaN pixel\(s\) of 12; images must be finite and in \[0, 1\]$"):
+        attacks.fgsm(f, x.reshape(3, -1).at[0, :2].set(jnp.nan).reshape(x.shape), y, KEY, eps=0.1)
+
+
+def test_labels_outside_the_classes_are_one_line_errors():
+    f, x, y = _bad_input_case()
+    with pytest.raises(ValueError, match=r"^attack y: labels in \[0, 3\]; allowed: \[0, 3\)$"):
+        attacks.apgd(f, x, y.at[1].set(3), KEY, eps=0.1, steps=2)
+    with pytest.raises(ValueError, match=r"^attack y: labels in \[-1, 0\]; allowed: \[0, 3\)$"):
+        attacks.square(lambda x, k: f(x.reshape(x.shape[0], -1), k), x.reshape(3, 2, 2, 1), y.at[0].set(-1),
+                       KEY, eps=0.1, queries=4)
+
+
+def test_an_integer_key_is_a_one_line_error_and_old_style_keys_work():
+    f, x, y = _bad_input_case()
+    with pytest.raises(ValueError, match=r"^attack key: expected a PRNG key \(jax.random.key\(seed\) or "
+                                         r"jax.random.PRNGKey\(seed\)\), got int 0$"):
+        attacks.pgd(f, x, y, 0, eps=0.1)
+    np.testing.assert_array_equal(attacks.pgd(f, x, y, jax.random.PRNGKey(0), eps=0.1, random_start=False),
+                                  attacks.pgd(f, x, y, jax.random.key(1), eps=0.1, random_start=False))
+
+
+def test_an_eps_vector_of_the_wrong_length_is_a_one_line_error():
+    f, x, y = _bad_input_case()
+    with pytest.raises(ValueError, match=r"^attack eps: expected a number or a per-example vector of shape \(3,\), "
+                                         r"got shape \(2,\)$"):
+        attacks.pgd(f, x, y, KEY, eps=jnp.array([0.1, 0.2]))
+    per_example = attacks.fgsm(f, x, y, KEY, eps=jnp.array([0.0, 0.1, 0.2]))  # the right length works
+    assert float(jnp.abs(per_example[0] - x[0]).max()) == 0.0
+
+
+def test_traced_inputs_pass_the_boundary_unchecked():
+    f, x, y = _bad_input_case()
+    out = jax.jit(lambda xx, yy, k: attacks.fgsm(f, xx, yy, k, eps=0.1))(x, y, KEY)
+    assert out.shape == x.shape

@@ -1,6 +1,7 @@
 """Tests of jsnn.attacks.square, jsnn.attacks.fab and jsnn.attacks.autoattack."""
 
 import functools
+import types
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +13,7 @@ from sklearn.datasets import load_digits
 from jsnn import models
 from jsnn.attacks.eot import correct_draws
 from jsnn.attacks.apgd import apgd, apgd_targeted
-from jsnn.attacks.autoattack import autoattack
+from jsnn.attacks.autoattack import autoattack, summary
 from jsnn.attacks.fab import fab_t, projection_linf
 from jsnn.attacks.square import margin, p_selection, square, square_sizes
 from jsnn.layers import EncoderConfig
@@ -95,7 +96,7 @@ def test_p_schedule_matches_reference():
 def test_square_linear_model_analytic():
     ratios = np.tile([0.3, 0.6, 0.9, 0.97, 1.03, 1.1, 1.5, 3.0], 4)
     fn, x, y, _ = linear_problem(ratios)
-    x_adv, info = square(fn, x, y, KEY, eps=0.05, n_queries=2000, return_info=True)
+    x_adv, info = square(fn, x, y, KEY, eps=0.05, queries=2000, full_output=True)
     fooled = np.asarray(jnp.argmax(fn(x_adv, None), -1) != y)
     np.testing.assert_array_equal(fooled, ratios < 1.0)  # accuracy = the analytic value
     assert in_ball(x_adv, x, 0.05)
@@ -108,7 +109,7 @@ def test_square_on_spiking_model_invariants(conv, digits):
     fn, x, _ = conv
     y = digits[1]  # true labels: some examples are misclassified from the start
     m_clean = np.asarray(margin(fn(x, KEY), y))
-    x_adv, info = square(fn, x, y, KEY, eps=0.1, n_queries=100, return_info=True)
+    x_adv, info = square(fn, x, y, KEY, eps=0.1, queries=100, full_output=True)
     assert in_ball(x_adv, x, 0.1)
     m_adv = np.asarray(margin(fn(x_adv, KEY), y))
     assert np.all(m_adv <= m_clean + 1e-6)  # never worse than the clean point
@@ -116,7 +117,7 @@ def test_square_on_spiking_model_invariants(conv, digits):
     q = np.asarray(info["queries"])
     assert np.all(q <= 100) and np.all(q[m_clean <= 0] == 1)  # misclassified: clean query only
     np.testing.assert_array_equal(np.asarray(x_adv)[m_clean <= 0], np.asarray(x)[m_clean <= 0])
-    again = square(fn, x, y, KEY, eps=0.1, n_queries=100)
+    again = square(fn, x, y, KEY, eps=0.1, queries=100)
     np.testing.assert_array_equal(np.asarray(again), np.asarray(x_adv))  # deterministic for a fixed key
 
 
@@ -126,8 +127,8 @@ def test_square_stochastic_eot():
     def noisy(x, key):
         return fn0(x, None) + 0.1 * jax.random.normal(key, (x.shape[0], 2))
 
-    a, info = square(noisy, x, y, KEY, eps=0.05, n_queries=500, eot=4, return_info=True)
-    b = square(noisy, x, y, KEY, eps=0.05, n_queries=500, eot=4)
+    a, info = square(noisy, x, y, KEY, eps=0.05, queries=500, eot=4, full_output=True)
+    b = square(noisy, x, y, KEY, eps=0.05, queries=500, eot=4)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # deterministic for a fixed key
     assert in_ball(a, x, 0.05)
     # The search stops once the EOT score (mean of 4 draws) is <= 0: the true margin is then
@@ -137,7 +138,7 @@ def test_square_stochastic_eot():
     assert np.all(score[1::2] > 0) and np.all(true[1::2] > 0)
 
 
-@pytest.mark.parametrize("kwargs,field", [(dict(eps=-0.1), "eps"), (dict(eps=0.1, n_queries=1), "n_queries"),
+@pytest.mark.parametrize("kwargs,field", [(dict(eps=-0.1), "eps"), (dict(eps=0.1, queries=1), "queries"),
                                           (dict(eps=0.1, p_init=1.5), "p_init"), (dict(eps=0.1, eot=0), "eot")])
 def test_square_errors(kwargs, field):
     fn, x, y, _ = linear_problem([0.5, 2.0])
@@ -179,7 +180,7 @@ def test_projection_linf_matches_linear_program():
 def test_fab_t_linear_model_minimal_distance():
     ratios = np.tile([0.3, 0.6, 0.9, 0.98, 1.02, 1.1, 2.0, 0.1], 2)
     fn, x, y, _ = linear_problem(ratios, classes=3)
-    x_adv, info = fab_t(fn, x, y, KEY, eps=0.05, n_iter=50, n_target_classes=2, return_info=True)
+    x_adv, info = fab_t(fn, x, y, KEY, eps=0.05, steps=50, num_targets=2, full_output=True)
     dist = np.asarray(info["distance"]) / 0.05
     # FAB approaches the boundary from outside: never closer than the minimum, and within 1 %.
     assert np.all(dist >= ratios * (1 - 1e-5)) and np.all(dist <= ratios * 1.01)
@@ -188,7 +189,7 @@ def test_fab_t_linear_model_minimal_distance():
     assert in_ball(x_adv, x, 0.05)
     np.testing.assert_array_equal(np.asarray(x_adv)[~fooled], np.asarray(x)[~fooled])
     # a second, randomly started restart per target keeps every invariant
-    x_r, info_r = fab_t(fn, x, y, KEY, eps=0.05, n_iter=50, n_target_classes=1, n_restarts=2, return_info=True)
+    x_r, info_r = fab_t(fn, x, y, KEY, eps=0.05, steps=50, num_targets=1, restarts=2, full_output=True)
     assert np.all(np.asarray(info_r["distance"]) / 0.05 >= ratios * (1 - 1e-5))
     np.testing.assert_array_equal(np.asarray(jnp.argmax(fn(x_r, None), -1) != y), ratios < 1.0)
     assert in_ball(x_r, x, 0.05)
@@ -197,26 +198,34 @@ def test_fab_t_linear_model_minimal_distance():
 def test_fab_t_on_spiking_model_invariants(conv, digits):
     fn, x, _ = conv
     y = digits[1]
-    x_adv, info = fab_t(fn, x, y, KEY, eps=0.1, n_iter=5, n_target_classes=3, return_info=True)
+    x_adv, info = fab_t(fn, x, y, KEY, eps=0.1, steps=5, num_targets=3, full_output=True)
     assert in_ball(x_adv, x, 0.1)
     clean_wrong = np.asarray(jnp.argmax(fn(x, KEY), -1) != y)
     changed = np.any(np.asarray(x_adv) != np.asarray(x), axis=(1, 2, 3))
     adv_wrong = np.asarray(jnp.argmax(fn(x_adv, KEY), -1) != y)
     assert np.all(adv_wrong[changed]) and not np.any(changed & clean_wrong)
     assert np.all(np.asarray(info["distance"])[clean_wrong] == 0)
-    with pytest.raises(ValueError, match="n_target_classes"):
-        fab_t(fn, x, y, KEY, eps=0.1, n_iter=2, n_target_classes=10)
+    with pytest.raises(ValueError, match="num_targets"):
+        fab_t(fn, x, y, KEY, eps=0.1, steps=2, num_targets=10)
 
 
 # ----------------------------------------------------------------------------- AutoAttack
 
-SMALL = dict(steps=5, n_queries=100, num_targets=3)
+SMALL = dict(steps=5, queries=100, num_targets=3)
+
+
+def run_autoattack(fn, x, y, key, *, eps, **kwargs):
+    """The combinator called once, its info as the 0.1 result's fields."""
+    x_adv, info = autoattack(**kwargs)(fn, x, y, key, eps=eps, full_output=True)
+    return types.SimpleNamespace(x_adv=np.asarray(x_adv), robust=np.asarray(info["robust"]), log=summary(info),
+                                 draw_accuracy=float(np.mean(info["draw_accuracy"])),
+                                 all_draws_accuracy=float(np.mean(info["all_draws"])), info=info)
 
 
 def test_autoattack_standard(conv):
     fn, x, y = conv
     eps = 0.05
-    res = autoattack(fn, x, y, KEY, eps=eps, **SMALL)
+    res = run_autoattack(fn, x, y, KEY, eps=eps, **SMALL)
     assert list(res.log) == ["clean", "apgd-ce", "apgd-t", "fab-t", "square"]
     accs = list(res.log.values())
     assert accs[0] == 1.0 and all(a >= b for a, b in zip(accs, accs[1:]))
@@ -230,13 +239,13 @@ def test_autoattack_standard(conv):
     alone = {
         "apgd-ce": apgd(fn, x, y, KEY, eps=eps, steps=5),
         "apgd-t": apgd_targeted(fn, x, y, KEY, eps=eps, steps=5, num_targets=3),
-        "fab-t": fab_t(fn, x, y, KEY, eps=eps, n_iter=5, n_target_classes=3),
-        "square": square(fn, x, y, KEY, eps=eps, n_queries=100),
+        "fab-t": fab_t(fn, x, y, KEY, eps=eps, steps=5, num_targets=3),
+        "square": square(fn, x, y, KEY, eps=eps, queries=100),
     }
     for name, xa in alone.items():
         acc = float(jnp.mean(jnp.argmax(fn(xa, KEY), -1) == y))
         assert res.log["square"] <= acc, name
-    again = autoattack(fn, x, y, KEY, eps=eps, **SMALL)
+    again = run_autoattack(fn, x, y, KEY, eps=eps, **SMALL)
     np.testing.assert_array_equal(again.x_adv, res.x_adv)
     assert again.log == res.log
 
@@ -246,7 +255,7 @@ def test_autoattack_rand_stochastic_model(digits):
     fn = _spiking_model(x, EncoderConfig(name="rsc", sigma=0.05))
     y = jnp.argmax(jnp.mean(jnp.stack([fn(x, k) for k in jax.random.split(KEY, 8)]), 0), -1)
     eps, draws = 0.05, 5
-    res = autoattack(fn, x, y, KEY, eps=eps, version="rand", eot=2, steps=5, judge_draws=draws)
+    res = run_autoattack(fn, x, y, KEY, eps=eps, version="rand", eot=2, steps=5, draws=draws)
     assert list(res.log) == ["clean", "apgd-ce", "apgd-dlr"]
     accs = list(res.log.values())
     assert all(a >= b for a, b in zip(accs, accs[1:]))
@@ -261,11 +270,24 @@ def test_autoattack_rand_stochastic_model(digits):
 def test_autoattack_chunks_linear_model():
     ratios = np.array([0.3, 3.0, 0.5, 2.0, 0.3, 3.0, 0.4, 5.0])
     fn, x, y, _ = linear_problem(ratios, classes=4)
-    res = autoattack(fn, x, y, KEY, eps=0.05, batch_size=3, **SMALL)  # chunks of 3, the last padded
+    res = run_autoattack(fn, x, y, KEY, eps=0.05, batch_size=3, **SMALL)  # chunks of 3, the last padded
     np.testing.assert_array_equal(res.robust, ratios > 1)
     assert res.log["clean"] == 1.0 and res.log["square"] == 0.5
     assert in_ball(res.x_adv, x, 0.05)
     assert np.all(np.asarray(jnp.argmax(fn(jnp.asarray(res.x_adv), None), -1) != y) == (ratios < 1))
+    assert set(res.info["seconds"]) == {"clean", "apgd-ce", "apgd-t", "fab-t", "square"}
+    # the one-jit cascade (no host batching) reaches the same verdicts on this separable problem
+    whole = run_autoattack(fn, x, y, KEY, eps=0.05, **SMALL)
+    np.testing.assert_array_equal(whole.robust, ratios > 1)
+    assert whole.log == res.log
+
+
+def test_autoattack_is_a_plain_attack_under_jit():
+    fn, x, y, _ = linear_problem(np.array([0.3, 3.0, 0.5, 2.0]), classes=4)
+    aa = autoattack(**SMALL)
+    x_adv, info = jax.jit(lambda xx, yy, k: aa(fn, xx, yy, k, eps=0.05, full_output=True))(x, y, KEY)
+    np.testing.assert_array_equal(np.asarray(info["robust"]), [False, True, False, True])
+    np.testing.assert_array_equal(np.asarray(x_adv), aa(fn, x, y, KEY, eps=0.05))
 
 
 @pytest.mark.parametrize("kwargs,field", [(dict(version="plus"), "version"), (dict(norm="l2"), "norm"),
@@ -273,4 +295,4 @@ def test_autoattack_chunks_linear_model():
 def test_autoattack_errors(kwargs, field):
     fn, x, y, _ = linear_problem([0.5, 2.0], classes=4)
     with pytest.raises(ValueError, match=field):
-        autoattack(fn, x, y, KEY, eps=0.1, **kwargs)
+        autoattack(**kwargs)(fn, x, y, KEY, eps=0.1)

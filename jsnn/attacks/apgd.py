@@ -23,7 +23,7 @@ otherwise the highest-loss iterate; best over restarts (vmapped) and targets.
 
 APGD-T: for each of the ``num_targets`` classes ranked 2nd, 3rd, ... by the clean logits, run
 APGD on the targeted DLR loss ``−(z_y − z_t)/(z_π1 − (z_π3 + z_π4)/2)``; the targets run
-under ``vmap`` (chunk with ``target_chunk``). Success is misclassification (``argmax ≠ y``).
+under ``vmap`` (chunked with ``target_chunk``). Success is misclassification (``argmax ≠ y``).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from jsnn.attacks import common
 from jsnn.attacks import losses as losses_lib
 from jsnn.attacks.common import Best, expand
 from jsnn.attacks.eot import check_eot, expectation, oracle
+from jsnn.config import check_int
 
 
 def checkpoints(steps: int) -> tuple:
@@ -47,7 +48,7 @@ def checkpoints(steps: int) -> tuple:
     >>> checkpoints(100)
     (22, 41, 57, 70, 80, 87, 93, 99)
     """
-    common.check_positive_int(steps, "steps")
+    check_int(steps, "steps", where="attack ")
     first = max(int(0.22 * steps), 1)
     minimum = max(int(0.06 * steps), 1)
     decrease = max(int(0.03 * steps), 1)
@@ -122,20 +123,20 @@ def _run(orc, x, key, eps, *, norm: str, steps: int, random_start: bool, rho: fl
 
 
 @functools.partial(jax.jit, static_argnames=("norm", "steps", "restarts", "loss", "eot", "random_start",
-                                             "rho", "chunk", "restart_chunk"))
+                                             "rho", "eot_chunk", "restart_chunk"))
 def _apgd(logits_fn, x, y, key, eps, target, *, norm, steps, restarts, loss, eot, random_start, rho,
-          chunk, restart_chunk):
-    orc = oracle(logits_fn, loss, y, target, eot=eot, chunk=chunk)
+          eot_chunk, restart_chunk):
+    orc = oracle(logits_fn, loss, y, target, eot=eot, eot_chunk=eot_chunk)
     run = lambda k: _run(orc, x, k, eps, norm=norm, steps=steps, random_start=random_start, rho=rho)
     return common.run_restarts(run, key, restarts, restart_chunk)
 
 
-def _check(x, y, eps, norm, steps, restarts, eot, rho):
-    x, y = common.check_inputs(x, y)
+def _check(logits_fn, x, y, key, eps, norm, steps, restarts, eot, rho):
+    x, y = common.check_inputs(x, y, key, logits_fn)
     common.check_norm(norm)
-    common.check_eps(eps)
-    common.check_positive_int(steps, "steps")
-    common.check_positive_int(restarts, "restarts")
+    common.check_eps(eps, batch=x.shape[0])
+    check_int(steps, "steps", where="attack ")
+    check_int(restarts, "restarts", where="attack ")
     check_eot(eot)
     if not (0.0 < float(rho) <= 1.0):
         raise ValueError(f"apgd rho: must be in (0, 1], got {rho!r}")
@@ -144,7 +145,7 @@ def _check(x, y, eps, norm, steps, restarts, eot, rho):
 
 def apgd(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 100, restarts: int = 1,
          loss="ce", target=None, eot: int = 1, random_start: bool = True, rho: float = 0.75,
-         chunk: Optional[int] = None, restart_chunk: Optional[int] = None, full_output: bool = False):
+         eot_chunk: Optional[int] = None, restart_chunk: Optional[int] = None, full_output: bool = False):
     """APGD (Croce & Hein 2020) with CE, DLR (or any :mod:`~jsnn.attacks.losses` loss).
 
     Args:
@@ -161,7 +162,7 @@ def apgd(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 100, res
       eot: EOT draws per gradient.
       random_start: start at a random point of the ball (else at ``x``).
       rho: ρ of checkpoint condition (1).
-      chunk: EOT chunk size; restart_chunk: restart chunk size (``lax.map``).
+      eot_chunk: EOT chunk size; restart_chunk: restart chunk size (``lax.map``).
       full_output: return the :class:`~jsnn.attacks.common.Best` (x, loss, fooled) instead of x.
 
     Returns:
@@ -182,11 +183,11 @@ def apgd(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 100, res
         >>> bool(jnp.all(jnp.abs(best.x - x) <= 0.15 + 1e-6))
         True
     """
-    x, y = _check(x, y, eps, norm, steps, restarts, eot, rho)
+    x, y = _check(logits_fn, x, y, key, eps, norm, steps, restarts, eot, rho)
     common.check_target(loss, target, y)
     best = _apgd(common.as_partial(logits_fn), x, y, key, eps, target, norm=norm, steps=steps,
                  restarts=restarts, loss=loss, eot=eot, random_start=random_start, rho=float(rho),
-                 chunk=chunk, restart_chunk=restart_chunk)
+                 eot_chunk=eot_chunk, restart_chunk=restart_chunk)
     return best if full_output else best.x
 
 
@@ -204,12 +205,12 @@ def target_classes(logits, num_targets: int):
 
 
 @functools.partial(jax.jit, static_argnames=("norm", "steps", "num_targets", "restarts", "loss", "eot",
-                                             "random_start", "rho", "chunk", "target_chunk"))
+                                             "random_start", "rho", "eot_chunk", "target_chunk"))
 def _apgd_t(logits_fn, x, y, key, eps, *, norm, steps, num_targets, restarts, loss, eot, random_start,
-            rho, chunk, target_chunk):
+            rho, eot_chunk, target_chunk):
     k_clean, k_attack = jax.random.split(key)
     clean = expectation(lambda xx, k: jax.lax.stop_gradient(logits_fn(xx, k)), x, k_clean,
-                        samples=eot, chunk=chunk)
+                        samples=eot, chunk=eot_chunk)
     if num_targets > clean.shape[-1] - 1:
         raise ValueError(f"apgd_targeted num_targets: {num_targets} exceeds the number of other classes "
                          f"({clean.shape[-1] - 1})")
@@ -217,7 +218,7 @@ def _apgd_t(logits_fn, x, y, key, eps, *, norm, steps, num_targets, restarts, lo
 
     def per_target(args):
         t, k = args
-        orc = oracle(logits_fn, loss, y, t, eot=eot, chunk=chunk)
+        orc = oracle(logits_fn, loss, y, t, eot=eot, eot_chunk=eot_chunk)
         run = lambda kk: _run(orc, x, kk, eps, norm=norm, steps=steps, random_start=random_start, rho=rho)
         return common.run_restarts(run, k, restarts, None)
 
@@ -227,7 +228,7 @@ def _apgd_t(logits_fn, x, y, key, eps, *, norm, steps, num_targets, restarts, lo
 
 def apgd_targeted(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 100, num_targets: int = 9,
                   restarts: int = 1, loss="dlr_targeted", eot: int = 1, random_start: bool = True,
-                  rho: float = 0.75, chunk: Optional[int] = None, target_chunk: Optional[int] = None,
+                  rho: float = 0.75, eot_chunk: Optional[int] = None, target_chunk: Optional[int] = None,
                   full_output: bool = False):
     """APGD-T: APGD with the targeted DLR loss against each of the top ``num_targets`` other classes.
 
@@ -246,11 +247,11 @@ def apgd_targeted(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int =
         >>> logits_fn(x_adv, None).argmax(-1).tolist(), bool(jnp.all(jnp.abs(x_adv - x) <= 0.15 + 1e-6))
         ([1, 0], True)
     """
-    x, y = _check(x, y, eps, norm, steps, restarts, eot, rho)
-    common.check_positive_int(num_targets, "num_targets")
+    x, y = _check(logits_fn, x, y, key, eps, norm, steps, restarts, eot, rho)
+    check_int(num_targets, "num_targets", where="attack ")
     if not losses_lib.is_targeted(loss) and not callable(loss):
         raise ValueError(f"apgd_targeted loss: {loss!r}; allowed: {', '.join(losses_lib.TARGETED)} or a callable")
     best = _apgd_t(common.as_partial(logits_fn), x, y, key, eps, norm=norm, steps=steps,
                    num_targets=num_targets, restarts=restarts, loss=loss, eot=eot,
-                   random_start=random_start, rho=float(rho), chunk=chunk, target_chunk=target_chunk)
+                   random_start=random_start, rho=float(rho), eot_chunk=eot_chunk, target_chunk=target_chunk)
     return best if full_output else best.x

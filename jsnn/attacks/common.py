@@ -3,7 +3,7 @@
 Every attack in :mod:`jsnn.attacks` (and the black-box ones of part B: Square, FAB,
 AutoAttack) builds on these helpers; import them from here:
 
-* :func:`check_norm`, :func:`check_eps` — boundary validation with clear errors.
+* :func:`check_norm`, :func:`check_eps`, :func:`check_key` — boundary validation with clear errors.
 * :func:`project` — ``P(x_adv)`` onto the ε-ball around ``x`` intersected with [0, 1].
 * :func:`random_init` — random start inside the ball (L∞: uniform in the box; L2:
   uniform in the ball), clipped to [0, 1].
@@ -13,7 +13,7 @@ AutoAttack) builds on these helpers; import them from here:
   best-so-far tracking. Order: a misclassified point beats a correctly classified one;
   among points of the same status the higher loss wins. The returned point is thus the
   misclassified point if one was found, otherwise the highest-loss point.
-* :func:`check_target`, :func:`check_positive_int`, :func:`check_inputs` — more validation.
+* :func:`check_target`, :func:`check_inputs` — more validation (integers: :func:`jsnn.config.check_int`).
 * :func:`as_partial`, :func:`map_chunked`, :func:`run_restarts`, :func:`fold` — jit plumbing.
 
 Conventions: images ``[B, ...]`` in [0, 1]; ``eps`` is in pixel units; per-example
@@ -23,10 +23,12 @@ quantities have shape ``[B]``; ``norm`` is ``"linf"`` or ``"l2"``.
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.tree_util import Partial
 
 from jsnn.attacks import losses as losses_lib
@@ -54,29 +56,97 @@ def check_norm(norm: str) -> str:
 
 
 def is_concrete_number(v) -> bool:
-    return not isinstance(v, jax.core.Tracer) and jnp.ndim(v) == 0
+    return not isinstance(v, jax.core.Tracer) and np.ndim(v) == 0
 
 
-def check_eps(eps, name: str = "eps"):
-    """Validates ``eps`` (a finite number ≥ 0, or a traced value) and returns it."""
+def _concrete(v) -> bool:
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(v))
+
+
+def check_eps(eps, name: str = "eps", batch: Optional[int] = None):
+    """Validates ``eps``: a finite number ≥ 0 or, given ``batch``, a ``[batch]`` vector of them.
+
+    Traced values pass through (checked where they were concrete).
+
+    Example:
+        >>> from jsnn.attacks import common
+        >>> common.check_eps([0.1, 0.2, 0.3], batch=2)
+        Traceback (most recent call last):
+        ...
+        ValueError: attack eps: expected a number or a per-example vector of shape (2,), got shape (3,)
+    """
     if eps is None:
         raise ValueError(f"attack {name}: required, got None")
     if is_concrete_number(eps):
         e = float(eps)
         if not (math.isfinite(e) and e >= 0):
             raise ValueError(f"attack {name}: must be a finite number >= 0, got {eps!r}")
+    elif _concrete(eps):
+        shape = np.shape(eps)
+        if batch is None or shape != (batch,):
+            allowed = "a number" + (f" or a per-example vector of shape ({batch},)" if batch is not None else "")
+            raise ValueError(f"attack {name}: expected {allowed}, got shape {shape}")
+        e = np.asarray(eps, np.float64)
+        if not (np.all(np.isfinite(e)) and np.all(e >= 0)):
+            raise ValueError(f"attack {name}: must be finite numbers >= 0, got min {e.min():.4g} max {e.max():.4g}")
     return eps
 
 
-def check_positive_int(value, name: str, minimum: int = 1) -> int:
-    """Validates an integer setting such as ``steps`` or ``restarts``."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"attack {name}: must be an integer >= {minimum}, got {value!r}")
-    return value
+def check_key(key):
+    """Validates a PRNG key: ``jax.random.key(s)`` or the old-style ``jax.random.PRNGKey(s)`` (uint32 [2]).
+
+    Example:
+        >>> from jsnn.attacks import common
+        >>> common.check_key(0)
+        Traceback (most recent call last):
+        ...
+        ValueError: attack key: expected a PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)), got int 0
+    """
+    if not _concrete(key):
+        return key
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        ok = key.shape == ()
+    else:
+        ok = dtype is not None and dtype == jnp.uint32 and np.shape(key) == (2,)
+    if not ok:
+        got = (f"{type(key).__name__} {key!r}" if dtype is None
+               else f"array of shape {np.shape(key)} dtype {dtype}")
+        raise ValueError(f"attack key: expected a PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)), "
+                         f"got {got}")
+    return key
 
 
-def check_inputs(x, y):
-    """Validates images ``x`` ``[B, ...]`` (floating) and labels ``y`` ``[B]`` (integer)."""
+_CLASSES = weakref.WeakKeyDictionary()
+
+
+def num_classes(logits_fn, x, key) -> int:
+    """K of ``logits_fn`` on images like ``x`` (one abstract trace per function and image shape, cached)."""
+    try:
+        per_fn = _CLASSES.setdefault(logits_fn, {})
+    except TypeError:  # not weak-referenceable: trace every time
+        per_fn = {}
+    sig = (tuple(x.shape[1:]), str(x.dtype))
+    if sig not in per_fn:
+        per_fn[sig] = int(jax.eval_shape(as_partial(logits_fn), x[:1], key).shape[-1])
+    return per_fn[sig]
+
+
+def check_inputs(x, y, key=None, logits_fn=None):
+    """Validates images ``x`` ``[B, ...]`` (floating, finite, in [0, 1]), labels ``y`` ``[B]`` (integer).
+
+    With ``key`` the key is checked (:func:`check_key`); with ``logits_fn`` (and ``key``) the
+    labels must lie in ``[0, K)`` for the model's ``K`` classes. Value checks run on concrete
+    inputs only; traced inputs inside a jit pass through.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn.attacks import common
+        >>> common.check_inputs(jnp.array([[0.5, 2.0]]), jnp.array([0]))
+        Traceback (most recent call last):
+        ...
+        ValueError: attack x: pixel values in [0.5, 2]; images must be in [0, 1]
+    """
     x = jnp.asarray(x)
     y = jnp.asarray(y)
     if x.ndim < 2 or not jnp.issubdtype(x.dtype, jnp.floating):
@@ -84,6 +154,20 @@ def check_inputs(x, y):
     if y.shape != x.shape[:1] or not jnp.issubdtype(y.dtype, jnp.integer):
         raise ValueError(f"attack y: expected integer labels of shape {x.shape[:1]}, got shape {y.shape} "
                          f"dtype {y.dtype}")
+    if key is not None:
+        check_key(key)
+    if _concrete(x) and x.size:
+        nan, lo, hi = (float(v) for v in jax.device_get((jnp.isnan(x).sum(), jnp.nanmin(x), jnp.nanmax(x))))
+        if nan:
+            raise ValueError(f"attack x: {int(nan)} NaN pixel(s) of {x.size}; images must be finite and in [0, 1]")
+        if lo < 0 or hi > 1:
+            raise ValueError(f"attack x: pixel values in [{lo:.4g}, {hi:.4g}]; images must be in [0, 1]")
+    if _concrete(y) and y.size:
+        lo, hi = (int(v) for v in jax.device_get((y.min(), y.max())))
+        classes = num_classes(logits_fn, x, key) if logits_fn is not None and key is not None else None
+        if lo < 0 or (classes is not None and hi >= classes):
+            allowed = f"[0, {classes})" if classes is not None else ">= 0"
+            raise ValueError(f"attack y: labels in [{lo}, {hi}]; allowed: {allowed}")
     return x, y
 
 

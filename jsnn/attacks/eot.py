@@ -99,7 +99,7 @@ class Oracle(NamedTuple):
 
 
 def oracle(logits_fn: Callable, loss, y, target=None, *, eot: int = 1,
-           chunk: Optional[int] = None) -> Oracle:
+           eot_chunk: Optional[int] = None) -> Oracle:
     """Builds the EOT loss oracle of an attack (called inside the attack's trace).
 
     Args:
@@ -108,7 +108,7 @@ def oracle(logits_fn: Callable, loss, y, target=None, *, eot: int = 1,
       y: labels ``[B]``.
       target: target classes ``[B]`` for targeted losses.
       eot: K, draws per query.
-      chunk: EOT chunk size.
+      eot_chunk: EOT chunk size.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -126,12 +126,12 @@ def oracle(logits_fn: Callable, loss, y, target=None, *, eot: int = 1,
         return loss_fn(logits, y, target).astype(x.dtype), logits
 
     def vg(x, key):
-        v, g, logits = value_and_grad(per_draw, x, key, samples=eot, chunk=chunk)
+        v, g, logits = value_and_grad(per_draw, x, key, samples=eot, chunk=eot_chunk)
         return v, g.astype(x.dtype), misclassified(logits, y)
 
     def val(x, key):
         v, logits = expectation(lambda xx, k: jax.lax.stop_gradient(per_draw(xx, k)), x, key,
-                                samples=eot, chunk=chunk)
+                                samples=eot, chunk=eot_chunk)
         return v, misclassified(logits, y)
 
     return Oracle(vg, val)

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from jsnn.attacks import common
+from jsnn.config import check_int
 
 
 def projection_linf(t, w, b):
@@ -86,11 +87,11 @@ def projection_linf(t, w, b):
     return direction * jnp.minimum(delta[:, None], room)
 
 
-def _check(x, y, eps, n_iter, n_target_classes, n_restarts, alpha_max, eta, beta):
-    x, y = common.check_inputs(x, y)
+def _check(logits_fn, x, y, key, eps, steps, num_targets, restarts, alpha_max, eta, beta):
+    x, y = common.check_inputs(x, y, key, logits_fn)
     common.check_eps(eps)
-    for name, v in (("n_iter", n_iter), ("n_target_classes", n_target_classes), ("n_restarts", n_restarts)):
-        common.check_positive_int(v, name)
+    for name, v in (("steps", steps), ("num_targets", num_targets), ("restarts", restarts)):
+        check_int(v, name, where="attack ")
     if not 0 <= alpha_max <= 1:
         raise ValueError(f"fab_t alpha_max: must be in [0, 1], got {alpha_max!r}")
     if not eta >= 1:
@@ -100,8 +101,8 @@ def _check(x, y, eps, n_iter, n_target_classes, n_restarts, alpha_max, eta, beta
     return x, y
 
 
-def fab_t(logits_fn, x, y, key, *, eps, n_iter: int = 100, n_target_classes: int = 9, n_restarts: int = 1,
-          alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, return_info: bool = False):
+def fab_t(logits_fn, x, y, key, *, eps, steps: int = 100, num_targets: int = 9, restarts: int = 1,
+          alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, full_output: bool = False):
     """Targeted FAB, L∞ (AutoAttack's FAB-T), one jitted computation.
 
     Args:
@@ -110,12 +111,12 @@ def fab_t(logits_fn, x, y, key, *, eps, n_iter: int = 100, n_target_classes: int
       y: labels ``[B]``.
       key: PRNG key (model noise, random restarts).
       eps: L∞ radius: a point found farther than ``eps`` is discarded.
-      n_iter: iterations per target and restart (100).
-      n_target_classes: targets, the classes ranked 2 … n_target_classes + 1 by clean logit
+      steps: iterations per target and restart (100).
+      num_targets: targets, the classes ranked 2 … num_targets + 1 by clean logit
         (9 in AutoAttack "standard"; must be < K).
-      n_restarts: runs per target; run ``r > 0`` starts at a random point of L∞ norm ε/2.
+      restarts: runs per target; run ``r > 0`` starts at a random point of L∞ norm ε/2.
       alpha_max, eta, beta: FAB's bias towards ``x₀``, overshoot and backtracking (0.1, 1.05, 0.9).
-      return_info: also return ``{"distance": [B]}``, the smallest L∞ distance of a
+      full_output: also return ``{"distance": [B]}``, the smallest L∞ distance of a
         misclassified point found (``inf`` where none, 0 where ``x`` is already misclassified).
 
     Returns:
@@ -131,34 +132,34 @@ def fab_t(logits_fn, x, y, key, *, eps, n_iter: int = 100, n_target_classes: int
         >>> logits_fn = lambda x, key: x.reshape(x.shape[0], -1) @ W
         >>> x = jnp.array([[0.6, 0.4, 0.6, 0.4], [0.9, 0.1, 0.9, 0.1]]).reshape(2, 2, 2, 1)
         >>> y = jnp.array([0, 0])
-        >>> x_adv, info = fab_t(logits_fn, x, y, jax.random.key(0), eps=0.15, n_iter=5,
-        ...                     n_target_classes=2, return_info=True)
+        >>> x_adv, info = fab_t(logits_fn, x, y, jax.random.key(0), eps=0.15, steps=5,
+        ...                     num_targets=2, full_output=True)
         >>> [round(d, 2) for d in info["distance"].tolist()], logits_fn(x_adv, None).argmax(-1).tolist()
         ([0.1, 0.4], [1, 0])
     """
-    x, y = _check(x, y, eps, n_iter, n_target_classes, n_restarts, alpha_max, eta, beta)
-    x_adv, dist = _fab_t(common.as_partial(logits_fn), x, y, key, jnp.asarray(eps, x.dtype), n_iter=n_iter,
-                         n_target_classes=n_target_classes, n_restarts=n_restarts,
+    x, y = _check(logits_fn, x, y, key, eps, steps, num_targets, restarts, alpha_max, eta, beta)
+    x_adv, dist = _fab_t(common.as_partial(logits_fn), x, y, key, jnp.asarray(eps, x.dtype), steps=steps,
+                         num_targets=num_targets, restarts=restarts,
                          alpha_max=float(alpha_max), eta=float(eta), beta=float(beta))
-    if return_info:
+    if full_output:
         return x_adv, {"distance": dist}
     return x_adv
 
 
-@functools.partial(jax.jit, static_argnames=("n_iter", "n_target_classes", "n_restarts",
+@functools.partial(jax.jit, static_argnames=("steps", "num_targets", "restarts",
                                              "alpha_max", "eta", "beta"))
-def _fab_t(logits_fn, x, y, key, eps, *, n_iter, n_target_classes, n_restarts, alpha_max, eta, beta):
+def _fab_t(logits_fn, x, y, key, eps, *, steps, num_targets, restarts, alpha_max, eta, beta):
     B = x.shape[0]
     shape = x.shape
     bcast = (-1,) + (1,) * (x.ndim - 1)
     k_clean, k_runs = jax.random.split(key)
     z = logits_fn(x, k_clean)
-    if n_target_classes >= z.shape[-1]:
-        raise ValueError(f"fab_t n_target_classes: must be < the number of classes {z.shape[-1]}, "
-                         f"got {n_target_classes}")
+    if num_targets >= z.shape[-1]:
+        raise ValueError(f"fab_t num_targets: must be < the number of classes {z.shape[-1]}, "
+                         f"got {num_targets}")
     robust = jnp.argmax(z, -1) == y
     ranking = jnp.argsort(z, axis=-1)  # ascending
-    n_runs = n_target_classes * n_restarts
+    n_runs = num_targets * restarts
     linf = lambda a: jnp.max(jnp.abs(a.reshape(B, -1)), axis=1)
 
     def diff_and_grad(x1, target, k):
@@ -200,7 +201,7 @@ def _fab_t(logits_fn, x, y, key, eps, *, n_iter, n_target_classes, n_restarts, a
             return x1, adv, res
 
         init = (x1, x, jnp.full((B,), jnp.inf, x.dtype))
-        _, adv, res = jax.lax.fori_loop(0, n_iter, body, init)
+        _, adv, res = jax.lax.fori_loop(0, steps, body, init)
         return adv, res
 
     def cond(state):
@@ -209,9 +210,9 @@ def _fab_t(logits_fn, x, y, key, eps, *, n_iter, n_target_classes, n_restarts, a
 
     def run(state):
         r, robust, x_adv, dist = state
-        target = ranking[:, -(2 + r // n_restarts)]
+        target = ranking[:, -(2 + r // restarts)]
         k_r, k_check = jax.random.split(jax.random.fold_in(k_runs, r))
-        adv, res = single_run(target, k_r, (r % n_restarts) > 0)
+        adv, res = single_run(target, k_r, (r % restarts) > 0)
         fooled = robust & (res <= eps) & (jnp.argmax(logits_fn(adv, k_check), -1) != y)
         x_adv = jnp.where(fooled.reshape(bcast), adv, x_adv)
         dist = jnp.where(robust, jnp.minimum(dist, res), dist)

@@ -21,9 +21,9 @@ from jsnn.attacks.common import expand
 from jsnn.attacks.eot import check_eot, oracle
 
 
-@functools.partial(jax.jit, static_argnames=("norm", "loss", "eot", "chunk", "random_step"))
-def _fgsm(logits_fn, x, y, key, eps, alpha, target, *, norm, loss, eot, chunk, random_step):
-    orc = oracle(logits_fn, loss, y, target, eot=eot, chunk=chunk)
+@functools.partial(jax.jit, static_argnames=("norm", "loss", "eot", "eot_chunk", "random_step"))
+def _fgsm(logits_fn, x, y, key, eps, alpha, target, *, norm, loss, eot, eot_chunk, random_step):
+    orc = oracle(logits_fn, loss, y, target, eot=eot, eot_chunk=eot_chunk)
     k_rand, k_noise = jax.random.split(key)
     if random_step:
         x_start = common.project(x + expand(alpha, x) * common.normalize(
@@ -35,24 +35,24 @@ def _fgsm(logits_fn, x, y, key, eps, alpha, target, *, norm, loss, eot, chunk, r
     return common.project(x_start + expand(size, x) * common.normalize(g, norm), x, eps, norm)
 
 
-def _validate(x, y, eps, norm, loss, target, eot):
-    x, y = common.check_inputs(x, y)
+def _validate(logits_fn, x, y, key, eps, norm, loss, target, eot):
+    x, y = common.check_inputs(x, y, key, logits_fn)
     common.check_norm(norm)
-    common.check_eps(eps)
+    common.check_eps(eps, batch=x.shape[0])
     check_eot(eot)
     common.check_target(loss, target, y)
     return x, y
 
 
 def fgsm(logits_fn, x, y, key, *, eps, norm: str = "linf", loss="ce", target=None, eot: int = 1,
-         chunk: Optional[int] = None):
+         eot_chunk: Optional[int] = None):
     """FGSM / FGM: one step of size ε along the steepest-ascent direction of ``loss``.
 
     Args:
       logits_fn: ``logits_fn(x, key) -> logits [B, K]``.
       x: clean images ``[B, ...]`` in [0, 1]; y: labels ``[B]``; key: PRNG key (model noise).
       eps: radius; norm: ``"linf"`` or ``"l2"``; loss / target: see :func:`jsnn.attacks.pgd`.
-      eot: EOT draws for the gradient; chunk: EOT chunk size.
+      eot: EOT draws for the gradient; eot_chunk: EOT chunk size.
 
     Example:
         On a linear model the CE gradient points along ``w₁ − w₀``, so FGSM lands on the
@@ -70,13 +70,13 @@ def fgsm(logits_fn, x, y, key, *, eps, norm: str = "linf", loss="ce", target=Non
         >>> round(float(jnp.linalg.norm(x_l2 - x)), 3)  # a full step on the L2 sphere
         0.15
     """
-    x, y = _validate(x, y, eps, norm, loss, target, eot)
+    x, y = _validate(logits_fn, x, y, key, eps, norm, loss, target, eot)
     return _fgsm(common.as_partial(logits_fn), x, y, key, eps, 0.0, target, norm=norm, loss=loss, eot=eot,
-                 chunk=chunk, random_step=False)
+                 eot_chunk=eot_chunk, random_step=False)
 
 
 def rfgsm(logits_fn, x, y, key, *, eps, alpha=None, norm: str = "linf", loss="ce", target=None,
-          eot: int = 1, chunk: Optional[int] = None):
+          eot: int = 1, eot_chunk: Optional[int] = None):
     """R+FGSM: random step of size α (default ε/2), then a gradient step of size ε − α.
 
     Arguments as in :func:`fgsm`; ``alpha`` must satisfy 0 ≤ α ≤ ε.
@@ -95,7 +95,7 @@ def rfgsm(logits_fn, x, y, key, *, eps, alpha=None, norm: str = "linf", loss="ce
         >>> bool(jnp.all((steps == 0) | (steps == 1))), bool(jnp.any(steps == 1))
         (True, True)
     """
-    x, y = _validate(x, y, eps, norm, loss, target, eot)
+    x, y = _validate(logits_fn, x, y, key, eps, norm, loss, target, eot)
     if alpha is None:
         alpha = 0.5 * jnp.asarray(eps, x.dtype)
     else:
@@ -103,4 +103,4 @@ def rfgsm(logits_fn, x, y, key, *, eps, alpha=None, norm: str = "linf", loss="ce
         if common.is_concrete_number(alpha) and common.is_concrete_number(eps) and float(alpha) > float(eps):
             raise ValueError(f"rfgsm alpha: must be <= eps={eps!r}, got {alpha!r}")
     return _fgsm(common.as_partial(logits_fn), x, y, key, eps, alpha, target, norm=norm, loss=loss, eot=eot,
-                 chunk=chunk, random_step=True)
+                 eot_chunk=eot_chunk, random_step=True)

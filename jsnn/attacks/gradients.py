@@ -14,11 +14,11 @@ Design:
   ``functools.partial(jsnn.models.logits_fn, model, variables)`` adapted to keywords, or a
   ``jax.tree_util.Partial(build, variables)`` so parameters are traced, not baked in as
   constants. It must accept a *traced* surrogate (``jsnn.models.logits_fn`` does).
-* :func:`ensemble_attack` runs one attack per estimator in **one compiled computation**:
+* :func:`ensemble` makes an attack that runs one attack per estimator in **one compiled computation**:
   the BPTT estimators with explicit surrogates are stacked (``jsnn.surrogate.stack``) and
   run under ``vmap`` (one trace, whatever their number); BPTR and "model default"
   estimators run alongside in the same jit. Every adversarial example is then judged with
-  the true forward (``make_logits_fn(None, None)``, gradients stopped) over ``draws`` fresh
+  the true forward (the ``logits_fn`` the attack is called with) over ``draws`` fresh
   keys, and an example counts as robust in a draw only if it survives *every* estimator
   (the SR protocol of Liu et al. 2024: triangle(1), sigmoid(4), atan(2) and BPTR —
   :func:`sr_ensemble`).
@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from jsnn import surrogate as surrogate_lib
 from jsnn.attacks import common
 from jsnn.attacks.eot import _correct_draws
+from jsnn.config import check_int
 from jsnn.neuron import GRADIENTS
 from jsnn.surrogate import Surrogate
 
@@ -150,26 +151,6 @@ def _check_estimator(e: Estimator):
         raise ValueError(f"estimator surrogate: expected a jsnn.surrogate.Surrogate or None, got {e.surrogate!r}")
 
 
-class EnsembleResult(NamedTuple):
-    """Outcome of :func:`ensemble_attack`.
-
-    Attributes:
-      x_adv: adversarial examples per estimator ``[E, B, ...]``.
-      correct: true-forward correctness ``[E, M, B]`` (M = draws).
-      robust: robust under every estimator, per draw ``[M, B]``.
-      accuracy: mean over draws and examples of ``robust``.
-      accuracy_all_draws: fraction of examples robust in every draw.
-      per_estimator: mean accuracy of each estimator's examples ``[E]``.
-    """
-
-    x_adv: jax.Array
-    correct: jax.Array
-    robust: jax.Array
-    accuracy: jax.Array
-    accuracy_all_draws: jax.Array
-    per_estimator: jax.Array
-
-
 def _layout(estimators):
     """Static plan: groups of (gradient, indices) run stacked+vmapped, singles run alone."""
     groups, singles = {}, []
@@ -182,7 +163,7 @@ def _layout(estimators):
 
 
 @functools.partial(jax.jit, static_argnames=("attack", "layout", "num", "static_kwargs", "draws", "chunk"))
-def _ensemble(make_logits_fn, x, y, key, stacked, dynamic_kwargs, *, attack, layout, num, static_kwargs,
+def _ensemble(make_logits_fn, judge, x, y, key, stacked, dynamic_kwargs, *, attack, layout, num, static_kwargs,
               draws, chunk):
     groups, singles = layout
     kw = dict(static_kwargs)
@@ -197,37 +178,49 @@ def _ensemble(make_logits_fn, x, y, key, stacked, dynamic_kwargs, *, attack, lay
             out[i] = res[j]
     for i, gradient in singles:
         out[i] = attack(make_logits_fn(None, gradient), x, y, keys[i], **kw)
-    x_adv = jnp.stack(out)
-    judge = make_logits_fn(None, None)
-    correct = jax.vmap(lambda xa: _correct_draws(common.as_partial(judge), xa, y, k_judge,
-                                                 draws=draws, chunk=chunk))(x_adv)
+    x_all = jnp.stack(out)
+    correct = jax.vmap(lambda xa: _correct_draws(judge, xa, y, k_judge, draws=draws, chunk=chunk))(x_all)
     robust = correct.all(0)
-    return EnsembleResult(x_adv, correct, robust, robust.mean(), robust.all(0).mean(),
-                          correct.mean((1, 2)))
+    worst = jnp.argmin(correct.mean(1), axis=0)  # per example: the estimator fooling the most draws
+    x_adv = jnp.take_along_axis(x_all, worst.reshape((1, -1) + (1,) * (x.ndim - 1)), 0)[0]
+    return x_adv, {"x_adv": x_all, "correct": correct, "robust": robust, "accuracy": robust.mean(),
+                   "accuracy_all_draws": robust.all(0).mean(), "per_estimator": correct.mean((1, 2)),
+                   "worst": worst}
 
 
-def ensemble_attack(attack: Callable, make_logits_fn: Callable, estimators: Optional[Sequence], x, y, key, *,
-                    draws: int = 1, chunk: Optional[int] = None, **attack_kwargs) -> EnsembleResult:
-    """Runs ``attack`` once per gradient estimator, in one jit, and judges the worst case.
+def ensemble(attack: Callable, estimators: Optional[Sequence], make_logits_fn: Callable, *, draws: int = 1,
+             chunk: Optional[int] = None) -> Callable:
+    """``attack`` once per gradient estimator, in one jit, as an attack: the worst case over estimators.
+
+    The returned ``ens(logits_fn, x, y, key, *, eps, full_output=False, **attack_kwargs) -> x_adv``
+    runs ``attack(make_logits_fn(e), x, y, k_e, ...)`` for every estimator ``e`` and judges each
+    result with ``logits_fn`` (the true forward) over ``draws`` fresh keys; ``x_adv`` is, per
+    example, the point of the estimator whose point is correct in the fewest draws (the first on
+    ties). With ``full_output=True`` it returns ``(x_adv, info)`` where ``info`` holds the
+    judged results, so nothing needs judging twice:
+
+    * ``x_adv`` ``[E, B, ...]`` (each estimator's points), ``correct`` ``[E, M, B]``,
+    * ``robust`` ``[M, B]``: robust under every estimator in draw ``m``; ``accuracy`` (its
+      mean), ``accuracy_all_draws`` (fraction robust in every draw),
+    * ``per_estimator`` ``[E]``: mean accuracy of each estimator's points (which estimator
+      breaks the model), ``worst`` ``[B]``: the estimator chosen per example.
 
     Args:
       attack: a public attack, ``attack(logits_fn, x, y, key, **attack_kwargs) -> x_adv``
         (e.g. :func:`jsnn.attacks.pgd`); the identity of the function is part of the cache key.
-      make_logits_fn: ``make_logits_fn(surrogate, gradient) -> logits_fn``; ``(None, None)``
-        must give the model's own forward (used to judge). A plain function (cached by
-        identity: build it once) or a ``jax.tree_util.Partial`` whose array leaves are traced.
       estimators: sequence of :class:`Estimator` (or specs for :func:`parse`); ``None`` or
         empty = the model's own estimator only (ANNs).
-      x, y, key: clean images in [0, 1], labels, PRNG key (estimator i attacks with
-        ``split(key_attack, E)[i]``; the judgement uses another split of ``key``).
+      make_logits_fn: ``make_logits_fn(surrogate, gradient) -> logits_fn``. A plain function
+        (cached by identity: build it once) or a ``jax.tree_util.Partial`` whose array leaves
+        are traced.
       draws: M, fresh draws of the true forward to judge each example on (1 is exact for
         deterministic models).
       chunk: chunk size of the judgement draws.
-      **attack_kwargs: forwarded to ``attack``; ``eps``, ``step_size``, ``alpha``, ``target``
-        and array values are traced, the rest (steps, norm, loss, ...) static.
 
-    Returns:
-      An :class:`EnsembleResult`.
+    Keys: estimator i attacks with ``split(key_attack, E)[i]``, the judgement uses
+    ``key_judge`` (``key_attack, key_judge = split(key)``). Of ``attack_kwargs``, ``eps``,
+    ``step_size``, ``alpha``, ``target`` and array values are traced, the rest (steps, norm,
+    loss, ...) static.
 
     Example:
         PGD with the four SR estimators on a tiny spiking model (IF neurons, T = 4, rates fed to
@@ -235,7 +228,7 @@ def ensemble_attack(attack: Callable, make_logits_fn: Callable, estimators: Opti
 
         >>> import jax, jax.numpy as jnp
         >>> from jsnn import neuron
-        >>> from jsnn.attacks import ensemble_attack, pgd, sr_ensemble
+        >>> from jsnn.attacks import ensemble, pgd, sr_ensemble
         >>> W = jnp.array([[1., 0.], [0., 1.], [1., 0.], [0., 1.]])
         >>> def make_logits_fn(surrogate, gradient):
         ...     def logits_fn(x, key):
@@ -244,33 +237,38 @@ def ensemble_attack(attack: Callable, make_logits_fn: Callable, estimators: Opti
         ...         return spikes.mean(0) @ W
         ...     return logits_fn
         >>> x, y = jnp.array([[0.6, 0.4, 0.6, 0.4], [0.9, 0.1, 0.9, 0.1]]), jnp.array([0, 0])
-        >>> res = ensemble_attack(pgd, make_logits_fn, sr_ensemble(), x, y, jax.random.key(0),
-        ...                       eps=0.15, steps=2)
-        >>> res.x_adv.shape, res.robust.tolist(), res.per_estimator.tolist()
-        ((4, 2, 4), [[False, True]], [0.5, 0.5, 0.5, 0.5])
+        >>> ens = ensemble(pgd, sr_ensemble(), make_logits_fn)
+        >>> x_adv, info = ens(make_logits_fn(None, None), x, y, jax.random.key(0), eps=0.15, steps=2,
+        ...                   full_output=True)
+        >>> x_adv.shape, info["robust"].tolist(), info["per_estimator"].tolist()
+        ((2, 4), [[False, True]], [0.5, 0.5, 0.5, 0.5])
     """
-    x, y = common.check_inputs(x, y)
     estimators = tuple(parse(e) for e in (estimators or (default(),)))
     for e in estimators:
         _check_estimator(e)
-    if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
-        raise ValueError(f"ensemble draws: must be an integer >= 1, got {draws!r}")
+    check_int(draws, "draws", where="ensemble ")
     groups, singles = _layout(estimators)
     stacked = tuple(surrogate_lib.stack([estimators[i].surrogate for i in idx]) for _, idx in groups)
-    dynamic, static = {}, {}
-    for k, v in attack_kwargs.items():
-        if k in DYNAMIC_KWARGS or isinstance(v, (jax.Array,)) or hasattr(v, "__array__"):
-            if v is not None:
+    make = common.as_partial(make_logits_fn)
+
+    def ensemble_attack(logits_fn, x, y, key, *, eps, full_output: bool = False, **attack_kwargs):
+        x, y = common.check_inputs(x, y, key, logits_fn)
+        common.check_eps(eps, batch=x.shape[0])
+        dynamic, static = {}, {}
+        for k, v in dict(attack_kwargs, eps=eps).items():
+            if v is not None and (k in DYNAMIC_KWARGS or hasattr(v, "__array__")):
                 dynamic[k] = v
             else:
                 static[k] = v
-        else:
-            static[k] = v
-    try:
-        static_items = tuple(sorted(static.items()))
-        hash(static_items)
-    except TypeError as err:
-        raise ValueError(f"ensemble_attack: attack keyword arguments must be hashable or arrays ({err})") from None
-    return _ensemble(common.as_partial(make_logits_fn), x, y, key, stacked, dynamic, attack=attack,
-                     layout=(groups, singles), num=len(estimators), static_kwargs=static_items,
-                     draws=draws, chunk=chunk)
+        try:
+            static_items = tuple(sorted(static.items()))
+            hash(static_items)
+        except TypeError as err:
+            raise ValueError(f"ensemble: attack keyword arguments must be hashable or arrays ({err})") from None
+        x_adv, info = _ensemble(make, common.as_partial(logits_fn), x, y, key, stacked, dynamic, attack=attack,
+                                layout=(groups, singles), num=len(estimators), static_kwargs=static_items,
+                                draws=draws, chunk=chunk)
+        return (x_adv, info) if full_output else x_adv
+
+    ensemble_attack.__name__ = f"ensemble_{getattr(attack, '__name__', 'attack')}"
+    return ensemble_attack

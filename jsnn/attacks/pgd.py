@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jsnn.attacks import common
 from jsnn.attacks.common import Best, expand
 from jsnn.attacks.eot import check_eot, oracle
+from jsnn.config import check_int
 
 
 def _run(orc, x, key, eps, step_size, *, norm: str, steps: int, random_start: bool) -> Best:
@@ -40,17 +41,17 @@ def _run(orc, x, key, eps, step_size, *, norm: str, steps: int, random_start: bo
 
 
 @functools.partial(jax.jit, static_argnames=("norm", "steps", "restarts", "loss", "eot", "random_start",
-                                             "chunk", "restart_chunk"))
+                                             "eot_chunk", "restart_chunk"))
 def _pgd(logits_fn, x, y, key, eps, step_size, target, *, norm, steps, restarts, loss, eot, random_start,
-         chunk, restart_chunk):
-    orc = oracle(logits_fn, loss, y, target, eot=eot, chunk=chunk)
+         eot_chunk, restart_chunk):
+    orc = oracle(logits_fn, loss, y, target, eot=eot, eot_chunk=eot_chunk)
     run = lambda k: _run(orc, x, k, eps, step_size, norm=norm, steps=steps, random_start=random_start)
     return common.run_restarts(run, key, restarts, restart_chunk)
 
 
 def pgd(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 10, step_size=None,
         restarts: int = 1, loss="ce", target=None, random_start: bool = True, eot: int = 1,
-        chunk: Optional[int] = None, restart_chunk: Optional[int] = None, full_output: bool = False):
+        eot_chunk: Optional[int] = None, restart_chunk: Optional[int] = None, full_output: bool = False):
     """PGD attack, L∞ or L2.
 
     Args:
@@ -68,7 +69,7 @@ def pgd(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 10, step_
       target: target classes ``[B]`` for a targeted loss.
       random_start: start uniformly in the ball (else at ``x``).
       eot: EOT draws per gradient.
-      chunk, restart_chunk: chunk sizes of the EOT / restart ``vmap`` (``lax.map``).
+      eot_chunk, restart_chunk: chunk sizes of the EOT / restart ``vmap`` (``lax.map``).
       full_output: return the :class:`~jsnn.attacks.common.Best` instead of ``x_adv``.
 
     Example:
@@ -86,11 +87,11 @@ def pgd(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 10, step_
         >>> best.fooled.tolist(), bool(jnp.all(jnp.abs(best.x - x) <= 0.15 + 1e-6))
         ([True, False], True)
     """
-    x, y = common.check_inputs(x, y)
+    x, y = common.check_inputs(x, y, key, logits_fn)
     common.check_norm(norm)
-    common.check_eps(eps)
-    common.check_positive_int(steps, "steps")
-    common.check_positive_int(restarts, "restarts")
+    common.check_eps(eps, batch=x.shape[0])
+    check_int(steps, "steps", where="attack ")
+    check_int(restarts, "restarts", where="attack ")
     check_eot(eot)
     common.check_target(loss, target, y)
     if step_size is None:
@@ -98,6 +99,6 @@ def pgd(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 10, step_
     else:
         common.check_eps(step_size, "step_size")
     best = _pgd(common.as_partial(logits_fn), x, y, key, eps, step_size, target, norm=norm, steps=steps,
-                restarts=restarts, loss=loss, eot=eot, random_start=random_start, chunk=chunk,
+                restarts=restarts, loss=loss, eot=eot, random_start=random_start, eot_chunk=eot_chunk,
                 restart_chunk=restart_chunk)
     return best if full_output else best.x

@@ -27,8 +27,8 @@ Differences from the reference, all deliberate:
 * the returned point is the clean image when no queried point has a lower margin than the
   clean one, so the margin of ``x_adv`` never exceeds the clean margin;
 * queries count every score evaluation of an example, the clean one and the stripe
-  initialisation included, so at most ``n_queries`` per example (the reference makes
-  ``n_queries`` iterations after its initialisation).
+  initialisation included, so at most ``queries`` per example (the reference makes
+  ``queries`` iterations after its initialisation).
 
 Stochastic models: one *query* is the margin averaged over ``eot`` fresh draws of the
 model's noise (``logits_fn(x, key)`` with independent keys); every query uses new keys, so
@@ -46,6 +46,7 @@ import numpy as np
 
 from jsnn.attacks import common, losses
 from jsnn.attacks.eot import check_eot, expectation
+from jsnn.config import check_int
 
 # Iterations (of a 10000-query run) after which p is halved; reference ``p_selection``.
 _P_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -92,20 +93,20 @@ def margin(logits, y):
     return -losses.cw_margin(logits, y)
 
 
-def _check(x, y, eps, n_queries, p_init, eot):
-    x, y = common.check_inputs(x, y)
+def _check(logits_fn, x, y, key, eps, queries, p_init, eot):
+    x, y = common.check_inputs(x, y, key, logits_fn)
     if x.ndim != 4:
         raise ValueError(f"square x: expected images [B, H, W, C], got shape {x.shape}")
     common.check_eps(eps)
-    common.check_positive_int(n_queries, "n_queries", minimum=2)
+    check_int(queries, "queries", 2, where="attack ")
     if not 0 < p_init <= 1:
         raise ValueError(f"square p_init: must be in (0, 1], got {p_init!r}")
     check_eot(eot)
     return x, y
 
 
-def square(logits_fn, x, y, key, *, eps, n_queries: int = 5000, p_init: float = 0.8, eot: int = 1,
-           return_info: bool = False):
+def square(logits_fn, x, y, key, *, eps, queries: int = 5000, p_init: float = 0.8, eot: int = 1,
+           full_output: bool = False):
     """Square attack (L∞, margin loss), one jitted ``lax.while_loop``.
 
     Args:
@@ -115,11 +116,11 @@ def square(logits_fn, x, y, key, *, eps, n_queries: int = 5000, p_init: float = 
       y: labels ``[B]``.
       key: PRNG key (window positions, signs, and the model's noise).
       eps: L∞ radius.
-      n_queries: query budget per example (clean and initial queries included); 5000 in
+      queries: query budget per example (clean and initial queries included); 5000 in
         AutoAttack "standard".
       p_init: initial fraction of changed pixels (0.8 for L∞ in the reference).
       eot: noise draws averaged per query (stochastic models; 1 for deterministic ones).
-      return_info: also return ``{"queries": [B] int32, "margin": [B]}`` (score of ``x_adv``).
+      full_output: also return ``{"queries": [B] int32, "margin": [B]}`` (score of ``x_adv``).
 
     Returns:
       ``x_adv`` in the ε-ball around ``x`` and in ``[0, 1]`` (and the info dict).
@@ -135,17 +136,17 @@ def square(logits_fn, x, y, key, *, eps, n_queries: int = 5000, p_init: float = 
         >>> logits_fn = lambda x, key: x.reshape(x.shape[0], -1) @ W
         >>> x = jnp.array([[0.6, 0.4, 0.6, 0.4], [0.9, 0.1, 0.9, 0.1]]).reshape(2, 2, 2, 1)
         >>> x_adv, info = square(logits_fn, x, jnp.array([0, 0]), jax.random.key(0), eps=0.15,
-        ...                      n_queries=20, return_info=True)
+        ...                      queries=20, full_output=True)
         >>> [round(m, 3) for m in info["margin"].tolist()], int(info["queries"][1])
         ([-0.2, 1.0], 20)
         >>> bool(jnp.all(jnp.abs(x_adv - x) <= 0.15 + 1e-6))
         True
     """
-    x, y = _check(x, y, eps, n_queries, p_init, eot)
-    x_adv, queries, best = _square(common.as_partial(logits_fn), x, y, key, jnp.asarray(eps, x.dtype),
-                                   n_queries=n_queries, p_init=float(p_init), eot=eot)
-    if return_info:
-        return x_adv, {"queries": queries, "margin": best}
+    x, y = _check(logits_fn, x, y, key, eps, queries, p_init, eot)
+    x_adv, used, best = _square(common.as_partial(logits_fn), x, y, key, jnp.asarray(eps, x.dtype),
+                                   n_queries=queries, p_init=float(p_init), eot=eot)
+    if full_output:
+        return x_adv, {"queries": used, "margin": best}
     return x_adv
 
 
