@@ -48,25 +48,26 @@ PEER_CODE = common.SJ_DIGITS_CONV + textwrap.dedent(r"""
 """)
 
 
-def bench_jsnn(T: int, batch: int, steps: int, repeats: int):
+def bench_jsnn(config, steps: int, repeats: int, seed: int = 0):
+    """(median seconds per step, first-step seconds incl. compilation, state) of ``config``'s jitted step.
+
+    ``jsnn.train``'s own step (the configured loss is the vanilla cross-entropy, its optimizer) on one
+    synthetic batch of the dataset's shape, on device before the clock starts (as the peer's tensors).
+    """
     import jax
     import numpy as np
 
     from jsnn import models, train
-    from launch.configs import default
 
-    config = default.get_config()
-    config.model.T = T
-    config.data.batch_size = batch
-    config.train.num_steps = 1000
     model = models.from_config(config)
+    info = models.dataset_info(config)
+    batch = config.data.batch_size
     optimizer = train.make_optimizer(config.optim, 1000)
-    state = train.init_state(config, model, optimizer, jax.random.key(0))
+    state = train.init_state(config, model, optimizer, jax.random.key(seed))
     step = train.make_train_step(train.cross_entropy_loss_fn(model), optimizer)
     rng = np.random.default_rng(0)
-    # On device once, like the peer's tensors; keys made before the clock starts.
-    batch_ = jax.device_put({"image": rng.random((batch, 8, 8, 1), np.float32),
-                             "label": rng.integers(0, 10, batch).astype(np.int32)})
+    batch_ = jax.device_put({"image": rng.random((batch,) + tuple(info.image_shape), np.float32),
+                             "label": rng.integers(0, info.num_classes, batch).astype(np.int32)})
     keys = [jax.random.key(i) for i in range(max(steps, 5))]
     t0 = time.perf_counter()
     state, m = step(state, batch_, jax.random.key(1))
@@ -82,7 +83,17 @@ def bench_jsnn(T: int, batch: int, steps: int, repeats: int):
             state, m = step(state, batch_, keys[i])
         jax.block_until_ready(state.params)
         times.append((time.perf_counter() - t0) / steps)
-    return statistics.median(times), compile_s
+    return statistics.median(times), compile_s, state
+
+
+def digits_config(T: int, batch: int):
+    from launch.configs import default
+
+    config = default.get_config()
+    config.model.T = T
+    config.data.batch_size = batch
+    config.train.num_steps = 1000
+    return config
 
 
 def main():
@@ -94,7 +105,7 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
     print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))
-    sec, compile_s = bench_jsnn(args.T, args.batch, args.steps, args.repeats)
+    sec, compile_s, _ = bench_jsnn(digits_config(args.T, args.batch), args.steps, args.repeats)
     import jax
 
     print(f"jsnn  ({jax.devices()[0].platform}): {1 / sec:8.1f} steps/s  ({args.batch / sec:8.0f} img/s), "
