@@ -1,6 +1,8 @@
 """LIF neuron over time: jsnn's scan vs an eager Python loop vs SpikingJelly; remat memory.
 
-  python bench/neuron.py --peer_python=/work/peer_venv/bin/python [--Ts=8,32,128] [--batch=64] [--features=1024]
+  python bench/neuron.py --peer_python=/work/peer/bin/python [--Ts=8,32,128] [--batch=64] [--features=1024]
+  python bench/neuron.py --peer_python=python3 --peer_device=cuda --peer_impls=torch,triton \
+      --legacy_peer_python=... --Ts=500 --batch=16 --features=4096,16384 --noloop   # bench/gpu.sh
 
 Shape ``[T, B, F]`` float32, LIF τ=2 (decay_input), V_th=1, hard reset 0, sigmoid(4) surrogate;
 forward, and forward+backward of ``sum(spikes)`` w.r.t. the input current, timed separately.
@@ -14,6 +16,11 @@ forward, and forward+backward of ``sum(spikes)`` w.r.t. the input current, timed
   path), both with ``torch.set_num_threads(2)``, in the peer's virtualenv (a subprocess; SpikingJelly
   is never a jsnn dependency). ``--peer_python`` defaults to the current interpreter if it can import
   spikingjelly.
+* on CUDA, ``sj-<impl>``: SpikingJelly 2.0 with ``SJ_LIF_CUDA_IMPLEMENTATION=<impl>`` per ``--peer_impls``
+  (torch = its Python-loop reference, triton = its fused kernel); and ``sj14-<backend>``: SpikingJelly
+  0.0.0.0.14's ``LIFNode(backend='torch'|'cupy')`` (the CuPy kernel of the Open Neuromorphic benchmark)
+  under ``--legacy_peer_python``. Each peer runs in its own subprocess; one that fails is reported and
+  skipped.
 
 Timing: warm-up, ``block_until_ready``, median of N (Spyx benchmark style). Memory: XLA's
 ``memory_analysis()`` of the compiled forward+backward at the largest T with ``remat`` off and on.
@@ -37,70 +44,88 @@ except ImportError:  # run as a script: bench/ is on sys.path
 FLAGS = flags.FLAGS
 flags.DEFINE_list("Ts", ["8", "32", "128"], "Time steps to benchmark.")
 flags.DEFINE_integer("batch", 64, "Batch size B.")
-flags.DEFINE_integer("features", 1024, "Neurons per example F.")
+flags.DEFINE_list("features", ["1024"], "Neurons per example F (one or more).")
 flags.DEFINE_integer("repeats", 20, "Timed calls per jitted measurement (median).")
 flags.DEFINE_integer("slow_repeats", 5, "Timed calls per peer measurement (median).")
 flags.DEFINE_integer("loop_repeats", 3, "Timed calls per eager Python-loop measurement (median).")
-flags.DEFINE_string("peer_python", None, "Python of a virtualenv with spikingjelly+torch (e.g. /work/peer_venv/bin/python).")
+flags.DEFINE_string("peer_python", None, "Python of a virtualenv with spikingjelly+torch (e.g. /work/peer/bin/python).")
+flags.DEFINE_string("peer_device", "cpu", "torch device of the peers: cpu or cuda.")
+flags.DEFINE_integer("peer_threads", 2, "torch threads of the peers on CPU.")
+flags.DEFINE_list("peer_impls", ["auto"], "SpikingJelly 2.0 LIF implementations to time, one peer run each "
+                  "(SJ_LIF_CUDA_IMPLEMENTATION: auto, cuda, triton, torch; only 'auto' on CPU).")
+flags.DEFINE_string("legacy_peer_python", None, "Python that imports SpikingJelly 0.0.0.0.14 (backend= API), "
+                    "e.g. PYTHONPATH set by bench/gpu.sh; timed with each of --legacy_backends.")
+flags.DEFINE_list("legacy_backends", ["torch", "cupy"], "LIFNode(backend=...) values for --legacy_peer_python.")
 flags.DEFINE_bool("loop", True, "Also time the eager Python-loop reference.")
 flags.DEFINE_string("json_out", None, "Write all numbers to this JSON file.")
 
-PEER_CODE = textwrap.dedent(r"""
-    import json, statistics, sys, time
+PEER_CODE = common.SJ_TIMING + textwrap.dedent(r"""
+    import inspect, json, sys
     import torch
     from spikingjelly.activation_based import neuron, surrogate
-    torch.set_num_threads(2)
     Ts = [int(t) for t in sys.argv[1].split(",")]
-    B, F, repeats = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-
-    def timeit(fn):
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
-        return statistics.median(times), min(times)
+    B, Fs, repeats = int(sys.argv[2]), [int(f) for f in sys.argv[3].split(",")], int(sys.argv[4])
+    device, backend, label = sys.argv[5], sys.argv[6], sys.argv[7]
+    torch.set_num_threads(int(sys.argv[8]))
+    legacy = "backend" in inspect.signature(neuron.LIFNode.__init__).parameters  # SpikingJelly <= 0.0.0.0.14
+    extra = {"backend": backend} if legacy else {}
 
     try:
         from spikingjelly._ops.lif.reference import multi_step as autograd_multi_step
     except ImportError:
         autograd_multi_step = None
     g = torch.Generator().manual_seed(0)
-    for T in Ts:
-        x = torch.randn(T, B, F, generator=g) + 0.5
-        sg = surrogate.Sigmoid(alpha=4.0)
-        node = neuron.LIFNode(tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
-                              surrogate_function=sg, detach_reset=False, step_mode="m")
+    for F in Fs:
+        for T in Ts:
+            x = (torch.randn(T, B, F, generator=g) + 0.5).to(device)
+            sg = surrogate.Sigmoid(alpha=4.0)
+            node = neuron.LIFNode(tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
+                                  surrogate_function=sg, detach_reset=False, step_mode="m", **extra).to(device)
 
-        def fwd():
-            node.reset()
-            with torch.no_grad():
-                return node(x)
-
-        def fwd_bwd():
-            node.reset()
-            xg = x.detach().requires_grad_(True)
-            node(xg).sum().backward()
-            return xg.grad
-
-        row = {"T": T, "torch": torch.__version__, "threads": torch.get_num_threads()}
-        for k, fn in (("sj_fwd", fwd), ("sj_fwd_bwd", fwd_bwd)):
-            row[k], row[k + "_min"] = timeit(fn)
-        if autograd_multi_step is not None:
-            v0 = torch.zeros(B, F)
-
-            def ag_fwd():
+            def fwd():
+                node.reset()
                 with torch.no_grad():
-                    return autograd_multi_step(x, v0, 2.0, True, 1.0, 0.0, sg, False)[0]
+                    return node(x)
 
-            def ag_fwd_bwd():
+            def fwd_bwd():
+                node.reset()
                 xg = x.detach().requires_grad_(True)
-                autograd_multi_step(xg, v0, 2.0, True, 1.0, 0.0, sg, False)[0].sum().backward()
+                node(xg).sum().backward()
                 return xg.grad
 
-            for k, fn in (("sj_autograd_fwd", ag_fwd), ("sj_autograd_fwd_bwd", ag_fwd_bwd)):
-                row[k], row[k + "_min"] = timeit(fn)
-        print(json.dumps(row), flush=True)
+            row = {"T": T, "F": F, "label": label, "torch": torch.__version__, "threads": torch.get_num_threads()}
+            for k, fn in ((f"{label}_fwd", fwd), (f"{label}_fwd_bwd", fwd_bwd)):
+                _, row[k], row[k + "_min"] = timed(fn, repeats)
+            if autograd_multi_step is not None and label == "sj" and device == "cpu":
+                v0 = torch.zeros(B, F)
+
+                def ag_fwd():
+                    with torch.no_grad():
+                        return autograd_multi_step(x, v0, 2.0, True, 1.0, 0.0, sg, False)[0]
+
+                def ag_fwd_bwd():
+                    xg = x.detach().requires_grad_(True)
+                    autograd_multi_step(xg, v0, 2.0, True, 1.0, 0.0, sg, False)[0].sum().backward()
+                    return xg.grad
+
+                for k, fn in (("sj_autograd_fwd", ag_fwd), ("sj_autograd_fwd_bwd", ag_fwd_bwd)):
+                    _, row[k], row[k + "_min"] = timed(fn, repeats)
+            print(json.dumps(row), flush=True)
 """)
+
+
+def _peers():
+    """(label, python, backend, env) of every peer run: SpikingJelly 2.0 per implementation, legacy per backend."""
+    runs = []
+    py = _peer_python()
+    if py:
+        for impl in FLAGS.peer_impls:
+            label = "sj" if impl == "auto" and FLAGS.peer_device == "cpu" else f"sj-{impl}"
+            runs.append((label, py, "", {"SJ_LIF_CUDA_IMPLEMENTATION": impl}))
+    if FLAGS.legacy_peer_python:
+        for b in FLAGS.legacy_backends:
+            runs.append((f"sj14-{b}", FLAGS.legacy_peer_python, b, {}))
+    return runs
 
 
 def _peer_python():
@@ -119,7 +144,7 @@ def main(argv):
     from jsnn import neuron, surrogate
 
     Ts = [int(t) for t in FLAGS.Ts]
-    B, F = FLAGS.batch, FLAGS.features
+    B, Fs = FLAGS.batch, [int(f) for f in FLAGS.features]
     surr = surrogate.sigmoid(4.0)
 
     def lif(x, remat=False):
@@ -137,67 +162,80 @@ def main(argv):
 
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.devices()[0].device_kind}), "
           f"{os.cpu_count()} CPUs visible; XLA CPU uses its own intra-op thread pool (not pinned). "
-          f"Shape [T, {B}, {F}] float32.", flush=True)
-    results = {"shape": [None, B, F], "rows": []}
-    for T in Ts:
-        x = jax.random.normal(jax.random.key(0), (T, B, F), jnp.float32) + 0.5
-        # same numbers from all three implementations
-        ref = loop_lif(x)
-        assert bool((lif(x) == ref).all()), "jsnn and the loop reference disagree"
-        fwd = common.time_jit(lif, x, repeats=FLAGS.repeats)
-        fwd_bwd = common.time_jit(jax.grad(lambda x: lif(x).sum()), x, repeats=FLAGS.repeats)
-        fwd_bwd_remat = common.time_jit(jax.grad(lambda x: lif(x, remat=True).sum()), x, repeats=FLAGS.repeats)
-        row = {"T": T, "jsnn_compile_fwd": fwd.compile_s, "jsnn_compile_fwd_bwd": fwd_bwd.compile_s}
-        timings = {"jsnn_fwd": fwd, "jsnn_fwd_bwd": fwd_bwd, "jsnn_fwd_bwd_remat": fwd_bwd_remat}
-        if FLAGS.loop:
-            timings["loop_fwd"] = common.time_eager(loop_lif, x, repeats=FLAGS.loop_repeats)
-            timings["loop_fwd_bwd"] = common.time_eager(jax.grad(lambda x: loop_lif(x).sum()), x,
-                                                        repeats=FLAGS.loop_repeats)
-        for k, t in timings.items():
-            row[k], row[k + "_min"] = t.median_s, t.min_s
-        results["rows"].append(row)
-        print(f"  T={T}: jsnn fwd {1e3 * fwd.median_s:.2f} ms, fwd+bwd {1e3 * fwd_bwd.median_s:.2f} ms", flush=True)
+          f"Shape [T, {B}, F] float32, F in {Fs}.", flush=True)
+    results = {"batch": B, "rows": []}
+    for F in Fs:
+        for T in Ts:
+            x = jax.random.normal(jax.random.key(0), (T, B, F), jnp.float32) + 0.5
+            # same numbers from the scan and the loop reference
+            assert bool((lif(x) == loop_lif(x)).all()), "jsnn and the loop reference disagree"
+            fwd = common.time_jit(lif, x, repeats=FLAGS.repeats)
+            fwd_bwd = common.time_jit(jax.grad(lambda x: lif(x).sum()), x, repeats=FLAGS.repeats)
+            fwd_bwd_remat = common.time_jit(jax.grad(lambda x: lif(x, remat=True).sum()), x, repeats=FLAGS.repeats)
+            row = {"T": T, "F": F, "jsnn_compile_fwd": fwd.compile_s, "jsnn_compile_fwd_bwd": fwd_bwd.compile_s}
+            timings = {"jsnn_fwd": fwd, "jsnn_fwd_bwd": fwd_bwd, "jsnn_fwd_bwd_remat": fwd_bwd_remat}
+            if FLAGS.loop:
+                timings["loop_fwd"] = common.time_eager(loop_lif, x, repeats=FLAGS.loop_repeats)
+                timings["loop_fwd_bwd"] = common.time_eager(jax.grad(lambda x: loop_lif(x).sum()), x,
+                                                            repeats=FLAGS.loop_repeats)
+            for k, t in timings.items():
+                row[k], row[k + "_min"] = t.median_s, t.min_s
+            results["rows"].append(row)
+            print(f"  T={T} F={F}: jsnn fwd {1e3 * fwd.median_s:.3f} ms, fwd+bwd {1e3 * fwd_bwd.median_s:.3f} ms",
+                  flush=True)
 
-    peer = _peer_python()
-    if peer:
-        print(f"peer: {peer}", flush=True)
-        for prow in common.run_peer(peer, PEER_CODE, [",".join(map(str, Ts)), B, F, FLAGS.slow_repeats]):
-            next(r for r in results["rows"] if r["T"] == prow["T"]).update(prow)
-    else:
+    labels = []
+    peers = _peers()
+    for label, py, backend, env in peers:
+        print(f"peer {label}: {py} on {FLAGS.peer_device}", flush=True)
+        try:
+            prows = common.run_peer(py, PEER_CODE, [",".join(map(str, Ts)), B, ",".join(map(str, Fs)),
+                                                    FLAGS.slow_repeats, FLAGS.peer_device, backend or "-", label,
+                                                    FLAGS.peer_threads], env=env)
+        except RuntimeError as e:  # one peer failing (e.g. no CuPy) must not lose the others' figures
+            print(f"  peer {label} FAILED: {str(e)[-600:]}", flush=True)
+            continue
+        labels.append(label)
+        for prow in prows:
+            next(r for r in results["rows"] if (r["T"], r["F"]) == (prow["T"], prow["F"])).update(prow)
+    if not peers:
         print("peer: spikingjelly not importable and no --peer_python; peer columns skipped")
+    if "sj" in labels and any("sj_autograd_fwd" in r for r in results["rows"]):
+        labels.append("sj_autograd")
 
-    cols = [("jsnn_fwd", "jsnn fwd"), ("loop_fwd", "loop fwd"), ("sj_fwd", "SJ fwd"),
-            ("sj_autograd_fwd", "SJ-ag fwd"), ("jsnn_fwd_bwd", "jsnn f+b"),
-            ("jsnn_fwd_bwd_remat", "jsnn f+b remat"), ("loop_fwd_bwd", "loop f+b"),
-            ("sj_fwd_bwd", "SJ f+b"), ("sj_autograd_fwd_bwd", "SJ-ag f+b"),
-            ("jsnn_compile_fwd", "compile fwd"), ("jsnn_compile_fwd_bwd", "compile f+b")]
+    cols = [("jsnn_fwd", "jsnn fwd"), ("jsnn_fwd_bwd", "jsnn f+b"), ("jsnn_fwd_bwd_remat", "jsnn f+b remat")]
+    if FLAGS.loop:
+        cols += [("loop_fwd", "loop fwd"), ("loop_fwd_bwd", "loop f+b")]
+    cols += [c for lb in labels for c in ((f"{lb}_fwd", f"{lb} fwd"), (f"{lb}_fwd_bwd", f"{lb} f+b"))]
+    cols += [("jsnn_compile_fwd", "compile fwd"), ("jsnn_compile_fwd_bwd", "compile f+b")]
     print("\nmilliseconds per call (median); compile = jsnn ahead-of-time compile, not in the timings")
-    print(common.table(["T"] + [c[1] for c in cols],
-                       [[r["T"]] + [common.fmt_ms(r.get(k)).strip() for k, _ in cols] for r in results["rows"]]))
+    print(common.table(["T", "F"] + [c[1] for c in cols],
+                       [[r["T"], r["F"]] + [common.fmt_ms(r.get(k)).strip() for k, _ in cols]
+                        for r in results["rows"]]))
 
-    pairs = [("loop_fwd", "jsnn_fwd"), ("loop_fwd_bwd", "jsnn_fwd_bwd"), ("sj_fwd", "jsnn_fwd"),
-             ("sj_fwd_bwd", "jsnn_fwd_bwd"), ("sj_autograd_fwd", "jsnn_fwd"), ("sj_autograd_fwd_bwd", "jsnn_fwd_bwd")]
+    pairs = ([("loop_fwd", "jsnn_fwd"), ("loop_fwd_bwd", "jsnn_fwd_bwd")] if FLAGS.loop else [])
+    pairs += [p for lb in labels for p in ((f"{lb}_fwd", "jsnn_fwd"), (f"{lb}_fwd_bwd", "jsnn_fwd_bwd"))]
     for stat, suffix in (("median", ""), ("min", "_min")):
         ratios = []
         for r in results["rows"]:
-            line = [r["T"]]
+            line = [r["T"], r["F"]]
             for peer_key, ours in pairs:
                 v = r.get(peer_key + suffix)
-                line.append("-" if v is None else f"{v / r[ours + suffix]:.1f}x")
+                line.append("-" if v is None else f"{v / r[ours + suffix]:.2f}x")
                 if v is not None:
                     r[f"speedup_vs_{peer_key}{suffix}"] = v / r[ours + suffix]
             ratios.append(line)
         print(f"\nspeed-up of jsnn (peer time / jsnn time), from the {stat} times")
-        print(common.table(["T", "vs loop fwd", "vs loop f+b", "vs SJ fwd", "vs SJ f+b", "vs SJ-ag fwd",
-                            "vs SJ-ag f+b"], ratios))
+        print(common.table(["T", "F"] + [f"vs {p.replace('_fwd_bwd', ' f+b').replace('_fwd', ' fwd')}" for p, _ in pairs],
+                           ratios))
 
     # ---- memory of forward+backward at the largest T: remat off vs on
-    T = max(Ts)
+    T, F = max(Ts), Fs[0]
     x = jnp.zeros((T, B, F), jnp.float32)
     mem = {remat: common.memory_of(jax.grad(lambda x: lif(x, remat=remat).sum()), x) for remat in (False, True)}
     results["memory"] = {str(k): v for k, v in mem.items()}
     mib = lambda b: f"{b / 2**20:.1f}"
-    print(f"\nXLA memory_analysis of jit(grad(sum(lif(x)))) at T={T} (MiB)")
+    print(f"\nXLA memory_analysis of jit(grad(sum(lif(x)))) at T={T}, F={F} (MiB)")
     print(common.table(["remat", "temp", "argument", "output", "temp+arg+out"],
                        [[k, mib(v["temp_size_in_bytes"]), mib(v["argument_size_in_bytes"]),
                          mib(v["output_size_in_bytes"]),
