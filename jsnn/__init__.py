@@ -4,9 +4,9 @@ The public API is curated here; every name is defined in its own module.
 """
 
 from jsnn import attacks, certify, data, defenses, encoding, layers, models, neuron, parallel, surrogate
-from jsnn.layers import DLIF, IF, LIF, EncoderConfig, NeuronConfig
+from jsnn.layers import EncoderConfig
 from jsnn.models import get_model, with_estimator
-from jsnn.neuron import dlif, if_neuron, lif
+from jsnn.neuron import DLIF, IF, LIF, NeuronConfig, dlif, if_neuron, lif
 from jsnn.surrogate import Surrogate, spike
 
 __version__ = "0.1.0"

@@ -12,78 +12,49 @@ the defenses (MPPD) and the notebooks read.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import NamedTuple, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from jsnn import encoding, neuron
-from jsnn import surrogate as surrogate_lib
+from jsnn.neuron import DLIF, IF, LIF, NeuronConfig
 from jsnn.surrogate import Surrogate
 
-NEURONS = ("lif", "if", "dlif")
+# The neuron presets live with their dynamics in jsnn.neuron; re-exported for model code.
+__all__ = ["DLIF", "IF", "LIF", "NeuronConfig", "SpikingNeuron", "Encoder", "EncoderConfig", "Normalize",
+           "attack_surrogate", "batch_norm", "merge_time", "split_time", "time_average"]
+
+_ATTACK_SURROGATE: contextvars.ContextVar = contextvars.ContextVar("jsnn_attack_surrogate", default=None)
 
 
-class NeuronConfig(NamedTuple):
-    """Neuron preset shared by every spiking layer of a model.
+@contextlib.contextmanager
+def attack_surrogate(surrogate: Optional[Surrogate]):
+    """Within the block, every :class:`SpikingNeuron` differentiates with ``surrogate``.
 
-    Attributes:
-      kind: ``"lif"`` (SpikingJelly LIF), ``"if"`` (H = λV + X) or ``"dlif"`` (RSNN).
-      tau: LIF time constant τ.
-      leak: IF / DLIF leak λ (1.0 IF, 0.99 DLIF).
-      v_threshold: V_th.
-      v_reset: hard-reset value, ``None`` for soft reset.
-      decay_input: LIF only.
-      detach_reset: stop the gradient through the reset.
-      surrogate: backward shape; ``None`` = sigmoid(4) for LIF, triangle(1) for IF/DLIF.
-      gradient: ``"bptt"`` or ``"bptr"``.
-      remat: recompute neuron steps in the backward pass.
+    How :func:`jsnn.models.logits_fn` hands an attack-time surrogate (traced data, possibly
+    vmapped) to the neurons without storing it in a model field: models stay hashable specs,
+    so one compiled attack serves every run and estimator. It only matters while a forward
+    is traced or run inside the block; ``None`` leaves each neuron's own surrogate.
 
     Example:
-        >>> from jsnn.layers import DLIF, IF, LIF, NeuronConfig
-        >>> (LIF.kind, LIF.tau), (IF.kind, IF.leak), (DLIF.kind, DLIF.leak)
-        (('lif', 2.0), ('if', 1.0), ('dlif', 0.99))
-        >>> LIF._replace(v_reset=None).v_reset is None  # soft reset
-        True
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn import surrogate
+        >>> from jsnn.layers import SpikingNeuron, attack_surrogate
+        >>> f = lambda x: SpikingNeuron(T=1).apply({}, x).sum()  # LIF: H = X/2, spike at H >= 1
+        >>> float(jax.grad(f)(jnp.array([2.0]))[0])  # own sigmoid(4) at u = 0: α/4 · 1/τ
+        0.5
+        >>> with attack_surrogate(surrogate.triangle(4.0)):
+        ...     float(jax.grad(f)(jnp.array([2.0]))[0])  # 1/γ · 1/τ
+        0.125
     """
-
-    kind: str = "lif"
-    tau: float = 2.0
-    leak: float = 1.0
-    v_threshold: float = 1.0
-    v_reset: Optional[float] = 0.0
-    decay_input: bool = True
-    detach_reset: bool = False
-    surrogate: Optional[Surrogate] = None
-    gradient: str = "bptt"
-    remat: bool = False
-
-
-LIF = NeuronConfig()
-IF = NeuronConfig(kind="if", leak=1.0, surrogate=None)
-DLIF = NeuronConfig(kind="dlif", leak=0.99)
-
-
-def check_neuron_config(cfg: NeuronConfig) -> NeuronConfig:
-    """Validates a :class:`NeuronConfig` with errors naming the field.
-
-    Example:
-        >>> from jsnn.layers import LIF, check_neuron_config
-        >>> check_neuron_config(LIF) is LIF
-        True
-        >>> check_neuron_config(LIF._replace(tau=0.0))
-        Traceback (most recent call last):
-        ValueError: model.tau: must be > 0 for the LIF neuron, got 0.0
-    """
-    if cfg.kind not in NEURONS:
-        raise ValueError(f"model.neuron: unknown neuron {cfg.kind!r}; allowed: {', '.join(NEURONS)}")
-    if cfg.kind == "lif" and not float(cfg.tau) > 0:
-        raise ValueError(f"model.tau: must be > 0 for the LIF neuron, got {cfg.tau!r}")
-    if cfg.kind != "lif" and not float(cfg.leak) >= 0:
-        raise ValueError(f"model.leak: must be >= 0, got {cfg.leak!r}")
-    if cfg.gradient not in neuron.GRADIENTS:
-        raise ValueError(f"model.spike_gradient: {cfg.gradient!r}; allowed: {', '.join(neuron.GRADIENTS)}")
-    return cfg
+    token = _ATTACK_SURROGATE.set(surrogate)
+    try:
+        yield
+    finally:
+        _ATTACK_SURROGATE.reset(token)
 
 
 def merge_time(x):
@@ -132,20 +103,10 @@ class SpikingNeuron(nn.Module):
     @nn.compact
     def __call__(self, x):
         cfg = self.config
-        xs = split_time(x, self.T)
-        common = dict(v_threshold=cfg.v_threshold, v_reset=cfg.v_reset, detach_reset=cfg.detach_reset,
-                      surrogate=cfg.surrogate, remat=cfg.remat, gradient=cfg.gradient, return_trace=True)
-        if cfg.kind == "lif":
-            trace = neuron.lif(xs, tau=cfg.tau, decay_input=cfg.decay_input, **common)
-        elif cfg.kind == "if":
-            trace = neuron.if_neuron(xs, leak=cfg.leak, **common)
-        elif cfg.kind == "dlif":
-            gain = self.param("gain", nn.initializers.ones, (self.T,), jnp.float32)
-            xs = xs * gain.reshape((-1,) + (1,) * (xs.ndim - 1)).astype(xs.dtype)
-            trace = neuron.if_neuron(xs, leak=cfg.leak, **common)
-        else:
-            raise ValueError(f"model.neuron: unknown neuron {cfg.kind!r}; allowed: {', '.join(NEURONS)}")
-        self.sow("intermediates", "current", xs)
+        gain = self.param("gain", nn.initializers.ones, (self.T,), jnp.float32) if cfg.kind == "dlif" else None
+        trace = neuron.run(cfg, split_time(x, self.T), gain=gain, surrogate=_ATTACK_SURROGATE.get(),
+                           return_trace=True, where="model.")
+        self.sow("intermediates", "current", trace.current)
         self.sow("intermediates", "membrane", trace.h)
         return merge_time(trace.spikes)
 
@@ -245,19 +206,3 @@ def time_average(logits, T: int):
         [[2.0], [4.0]]
     """
     return split_time(logits, T).mean(0)
-
-
-def default_surrogate(cfg: NeuronConfig) -> Surrogate:
-    """The surrogate a neuron preset uses when ``cfg.surrogate`` is None.
-
-    Example:
-        >>> from jsnn import surrogate
-        >>> from jsnn.layers import DLIF, LIF, default_surrogate
-        >>> default_surrogate(LIF), default_surrogate(DLIF)
-        (sigmoid(4), triangle(1))
-        >>> default_surrogate(LIF._replace(surrogate=surrogate.atan(3.0)))  # an explicit one wins
-        atan(3)
-    """
-    if cfg.surrogate is not None:
-        return cfg.surrogate
-    return surrogate_lib.sigmoid(4.0) if cfg.kind == "lif" else surrogate_lib.triangle(1.0)

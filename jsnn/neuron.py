@@ -15,10 +15,17 @@ Arrays are time-major ``[T, ...]``; the initial membrane potential is
 rate (Ding et al. 2022, "SNN-RAT"; Bu et al. 2023 rate-gradient): the backward of
 the layer is ``∂r/∂x̄ = 1[r > 0]`` with r the spike rate and x̄ the mean input.
 
+A neuron's parameters are one hashable :class:`NeuronConfig` (Norse's split: parameters
+next to pure dynamics; :class:`jsnn.layers.SpikingNeuron` is a thin wrapper), and
+:func:`run` is the one dispatch; :func:`lif`, :func:`if_neuron` and :func:`dlif` are
+conveniences that build the config from keywords.
+
 Example:
     >>> import jax.numpy as jnp
     >>> from jsnn import neuron
     >>> neuron.lif(jnp.full((4, 1), 1.5), tau=2.0).ravel().tolist()
+    [0.0, 1.0, 0.0, 1.0]
+    >>> neuron.run(neuron.IF, jnp.full((4, 1), 0.5)).ravel().tolist()  # H = V + X
     [0.0, 1.0, 0.0, 1.0]
 """
 
@@ -34,14 +41,108 @@ from jsnn import surrogate as surrogate_lib
 from jsnn.surrogate import Surrogate
 
 GRADIENTS = ("bptt", "bptr")
+NEURONS = ("lif", "if", "dlif")
+
+
+class NeuronConfig(NamedTuple):
+    """A neuron's parameters, shared by every spiking layer of a model; hashable (Python values).
+
+    Attributes:
+      kind: ``"lif"`` (SpikingJelly LIF), ``"if"`` (H = λV + X) or ``"dlif"`` (RSNN: learnable gain).
+      tau: LIF time constant τ > 0.
+      leak: IF / DLIF leak λ ≥ 0 (1.0 IF, 0.99 DLIF).
+      v_threshold: V_th.
+      v_reset: hard-reset value, ``None`` for soft reset.
+      decay_input: LIF only: whether the input is divided by τ.
+      detach_reset: stop the gradient through the spike in the reset.
+      surrogate: backward shape (a :class:`~jsnn.surrogate.Surrogate` spec of Python numbers);
+        ``None`` = :func:`default_surrogate` of the kind.
+      gradient: ``"bptt"`` (through time) or ``"bptr"`` (through the rate).
+      remat: recompute each step in the backward pass (memory flat in T for the state).
+
+    Example:
+        >>> from jsnn.neuron import DLIF, IF, LIF
+        >>> (LIF.kind, LIF.tau), (IF.kind, IF.leak), (DLIF.kind, DLIF.leak)
+        (('lif', 2.0), ('if', 1.0), ('dlif', 0.99))
+        >>> LIF._replace(v_reset=None).v_reset is None  # soft reset
+        True
+        >>> hash(LIF) == hash(LIF._replace()), LIF.check() is LIF
+        (True, True)
+        >>> LIF._replace(tau=0.0).check()
+        Traceback (most recent call last):
+        ValueError: model.tau: must be > 0 for the LIF neuron, got 0.0
+    """
+
+    kind: str = "lif"
+    tau: float = 2.0
+    leak: float = 1.0
+    v_threshold: float = 1.0
+    v_reset: Optional[float] = 0.0
+    decay_input: bool = True
+    detach_reset: bool = False
+    surrogate: Optional[Surrogate] = None
+    gradient: str = "bptt"
+    remat: bool = False
+
+    def check(self, where: str = "model.") -> "NeuronConfig":
+        """Validates the fields (traced values are skipped) with one line naming the field.
+
+        Returns the config itself, or with a concrete array surrogate turned into its
+        Python-number spec.
+        """
+        if self.kind not in NEURONS:
+            raise ValueError(f"{where}neuron: unknown neuron {self.kind!r}; allowed: {', '.join(NEURONS)}")
+        if self.kind == "lif" and not _traced(self.tau) and not (math.isfinite(float(self.tau)) and self.tau > 0):
+            raise ValueError(f"{where}tau: must be > 0 for the LIF neuron, got {self.tau!r}")
+        if self.kind != "lif" and not _traced(self.leak) and not (math.isfinite(float(self.leak)) and self.leak >= 0):
+            raise ValueError(f"{where}leak: must be >= 0, got {self.leak!r}")
+        if self.gradient not in GRADIENTS:
+            raise ValueError(f"{where}gradient={self.gradient!r}; allowed: {', '.join(GRADIENTS)}")
+        vth, vr = self.v_threshold, self.v_reset
+        if not _traced(vth) and not math.isfinite(float(vth)):
+            raise ValueError(f"{where}v_threshold: must be finite, got {vth!r}")
+        if vr is not None and not _traced(vr) and not _traced(vth) and not float(vr) < float(vth):
+            raise ValueError(f"{where}v_reset: {vr!r} must be below v_threshold={vth!r}")
+        s = surrogate_lib.spec(self.surrogate)
+        return self if s == self.surrogate else self._replace(surrogate=s)
+
+
+LIF = NeuronConfig()
+IF = NeuronConfig(kind="if", leak=1.0)
+DLIF = NeuronConfig(kind="dlif", leak=0.99)
+
+# The surrogate of each kind when NeuronConfig.surrogate is None: sigmoid(4) (SpikingJelly's LIF),
+# triangle(1) for IF / DLIF (the robustness papers' preset).
+DEFAULT_SURROGATES = {"lif": surrogate_lib.sigmoid(4.0), "if": surrogate_lib.triangle(1.0),
+                      "dlif": surrogate_lib.triangle(1.0)}
+
+
+def default_surrogate(cfg: NeuronConfig) -> Surrogate:
+    """The surrogate ``cfg`` differentiates with: its own, else its kind's default.
+
+    Example:
+        >>> from jsnn import surrogate
+        >>> from jsnn.neuron import DLIF, LIF, default_surrogate
+        >>> default_surrogate(LIF), default_surrogate(DLIF)
+        (sigmoid(4), triangle(1))
+        >>> default_surrogate(LIF._replace(surrogate=surrogate.atan(3.0)))  # an explicit one wins
+        atan(3)
+    """
+    return DEFAULT_SURROGATES[cfg.kind] if cfg.surrogate is None else cfg.surrogate
+
+
+def _traced(v) -> bool:
+    return isinstance(v, jax.core.Tracer)
 
 
 class Trace(NamedTuple):
-    """What a neuron did, per step: spikes, charged potential H, post-reset V."""
+    """What a neuron did, per step: spikes, charged potential H, post-reset V, and (from :func:`run`)
+    the input current X it integrated (after DLIF's gain)."""
 
     spikes: jax.Array
     h: jax.Array
     v: jax.Array
+    current: Optional[jax.Array] = None
 
 
 # ----------------------------------------------------------------------------- steps
@@ -88,21 +189,11 @@ def make_step(charge: Callable, *, v_threshold: float, v_reset: Optional[float],
 # ----------------------------------------------------------------------------- scan
 
 
-def _check(x_seq, v_threshold, v_reset, gradient):
-    x_seq = jnp.asarray(x_seq)
-    if x_seq.ndim < 1 or x_seq.shape[0] < 1:
-        raise ValueError(f"neuron: x_seq must be time-major [T, ...] with T >= 1, got shape {x_seq.shape}")
-    if gradient not in GRADIENTS:
-        raise ValueError(f"neuron: gradient={gradient!r}; allowed: {', '.join(GRADIENTS)}")
-    if not isinstance(v_threshold, jax.core.Tracer) and not math.isfinite(float(v_threshold)):
-        raise ValueError(f"neuron: v_threshold must be finite, got {v_threshold!r}")
-    if (v_reset is not None and not isinstance(v_reset, jax.core.Tracer)
-            and not isinstance(v_threshold, jax.core.Tracer) and float(v_reset) >= float(v_threshold)):
-        raise ValueError(f"neuron: v_reset={v_reset!r} must be below v_threshold={v_threshold!r}")
-    return x_seq
+def scan(step, x_seq, v0, *, remat: bool = False, gradient: str = "bptt", return_trace: bool = False):
+    """Runs ``step`` over the time axis of ``x_seq`` from ``v0``; BPTR replaces the backward.
 
-
-def _run(step, x_seq, v0, *, remat: bool, gradient: str, return_trace: bool):
+    Returns the spikes ``[T, ...]`` (or the whole :class:`Trace`).
+    """
     body = jax.checkpoint(step) if remat else step
     if gradient == "bptr":
         x_const = jax.lax.stop_gradient(x_seq)
@@ -118,70 +209,72 @@ def _run(step, x_seq, v0, *, remat: bool, gradient: str, return_trace: bool):
     return trace if return_trace else trace.spikes
 
 
-def _surrogate_or(surrogate, default):
-    return default if surrogate is None else surrogate
-
-
-def lif(x_seq, *, tau: float = 2.0, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0,
-        decay_input: bool = True, detach_reset: bool = False, surrogate: Optional[Surrogate] = None,
-        remat: bool = False, gradient: str = "bptt", return_trace: bool = False):
-    """Leaky integrate-and-fire neuron over time (SpikingJelly ``LIFNode`` conventions).
+def run(cfg: NeuronConfig, x_seq, *, gain=None, surrogate: Optional[Surrogate] = None,
+        return_trace: bool = False, where: str = "neuron."):
+    """The neuron ``cfg`` over time: charge, fire, reset (the one dispatch over kinds).
 
     Args:
+      cfg: the neuron's parameters.
       x_seq: input currents ``[T, ...]``.
-      tau: membrane time constant τ > 0.
-      v_threshold: firing threshold V_th.
-      v_reset: hard-reset potential, or ``None`` for soft reset (subtract V_th).
-      decay_input: whether the input is divided by τ.
-      detach_reset: stop the gradient through the spike in the reset.
-      surrogate: backward shape; default ``sigmoid(4.0)``.
-      remat: recompute each step in the backward pass (memory flat in T for the state).
-      gradient: ``"bptt"`` (through time) or ``"bptr"`` (through the rate).
-      return_trace: also return H and V (a :class:`Trace`) instead of spikes only.
+      gain: DLIF only: the per-step input gain ``p`` ``[T]``; the input is ``p[t]·X[t]``.
+      surrogate: backward shape as data (may be traced, e.g. an attack's estimator);
+        ``None`` = :func:`default_surrogate` of ``cfg``.
+      return_trace: return the :class:`Trace` (spikes, H, V) instead of the spikes.
+      where: prefix of the error messages.
 
     Returns:
-      Spikes ``[T, ...]`` (or a :class:`Trace`).
+      Spikes ``[T, ...]`` (or a :class:`Trace`; its spikes carry the BPTR backward).
     """
-    x_seq = _check(x_seq, v_threshold, v_reset, gradient)
-    if not isinstance(tau, jax.core.Tracer) and not (math.isfinite(float(tau)) and float(tau) > 0):
-        raise ValueError(f"neuron.lif: tau must be > 0, got {tau!r}")
-    charge = lambda v, x: lif_charge(v, x, tau=tau, v_reset=v_reset, decay_input=decay_input)
-    step = make_step(charge, v_threshold=v_threshold, v_reset=v_reset, detach_reset=detach_reset,
-                     surrogate=_surrogate_or(surrogate, surrogate_lib.sigmoid(4.0)))
-    v0 = jnp.full(x_seq.shape[1:], 0.0 if v_reset is None else v_reset, x_seq.dtype)
-    return _run(step, x_seq, v0, remat=remat, gradient=gradient, return_trace=return_trace)
+    cfg = cfg.check(where)
+    x_seq = jnp.asarray(x_seq)
+    if x_seq.ndim < 1 or x_seq.shape[0] < 1:
+        raise ValueError(f"{where}x_seq: must be time-major [T, ...] with T >= 1, got shape {x_seq.shape}")
+    if cfg.kind == "dlif":
+        gain = jnp.asarray(gain)
+        if gain.shape != (x_seq.shape[0],):
+            raise ValueError(f"{where}dlif: gain must have shape [T]={(x_seq.shape[0],)}, got {gain.shape}")
+        x_seq = x_seq * gain.reshape((-1,) + (1,) * (x_seq.ndim - 1)).astype(x_seq.dtype)
+    if cfg.kind == "lif":
+        charge = lambda v, x: lif_charge(v, x, tau=cfg.tau, v_reset=cfg.v_reset, decay_input=cfg.decay_input)
+    else:
+        charge = lambda v, x: leaky_charge(v, x, leak=cfg.leak)
+    step = make_step(charge, v_threshold=cfg.v_threshold, v_reset=cfg.v_reset, detach_reset=cfg.detach_reset,
+                     surrogate=default_surrogate(cfg) if surrogate is None else surrogate)
+    v0 = jnp.full(x_seq.shape[1:], 0.0 if cfg.v_reset is None else cfg.v_reset, x_seq.dtype)
+    trace = scan(step, x_seq, v0, remat=cfg.remat, gradient=cfg.gradient, return_trace=True)
+    return trace._replace(current=x_seq) if return_trace else trace.spikes
 
 
-def if_neuron(x_seq, *, leak: float = 1.0, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0,
-              detach_reset: bool = False, surrogate: Optional[Surrogate] = None, remat: bool = False,
-              gradient: str = "bptt", return_trace: bool = False):
+def lif(x_seq, *, surrogate: Optional[Surrogate] = None, return_trace: bool = False, **params):
+    """Leaky integrate-and-fire neuron over time (SpikingJelly ``LIFNode`` conventions).
+
+    ``params`` are :class:`NeuronConfig` fields (``tau``, ``v_threshold``, ``v_reset``,
+    ``decay_input``, ``detach_reset``, ``gradient``, ``remat``); ``surrogate`` (default
+    sigmoid(4)) and ``return_trace`` as in :func:`run`.
+    """
+    return run(NeuronConfig(kind="lif", **params), x_seq, surrogate=surrogate, return_trace=return_trace,
+               where="neuron.lif: ")
+
+
+def if_neuron(x_seq, *, surrogate: Optional[Surrogate] = None, return_trace: bool = False, **params):
     """(Leaky) integrate-and-fire ``H = λ·V + X``: the robustness papers' preset.
 
     The defaults are the SNN-RAT / SR preset: λ=1 (no leak; the papers' "tau=1"),
     V_th=1, hard reset to 0 with the gradient through the reset, triangle(1) surrogate.
-    Arguments as in :func:`lif`, with ``leak`` = λ ≥ 0 in place of τ.
+    ``params`` are :class:`NeuronConfig` fields, with ``leak`` = λ ≥ 0 in place of τ.
     """
-    x_seq = _check(x_seq, v_threshold, v_reset, gradient)
-    if not isinstance(leak, jax.core.Tracer) and not (math.isfinite(float(leak)) and float(leak) >= 0):
-        raise ValueError(f"neuron.if_neuron: leak must be >= 0, got {leak!r}")
-    charge = lambda v, x: leaky_charge(v, x, leak=leak)
-    step = make_step(charge, v_threshold=v_threshold, v_reset=v_reset, detach_reset=detach_reset,
-                     surrogate=_surrogate_or(surrogate, surrogate_lib.triangle(1.0)))
-    v0 = jnp.full(x_seq.shape[1:], 0.0 if v_reset is None else v_reset, x_seq.dtype)
-    return _run(step, x_seq, v0, remat=remat, gradient=gradient, return_trace=return_trace)
+    return run(NeuronConfig(kind="if", **params), x_seq, surrogate=surrogate, return_trace=return_trace,
+               where="neuron.if_neuron: ")
 
 
-def dlif(x_seq, gain, *, leak: float = 0.99, **kwargs):
+def dlif(x_seq, gain, *, surrogate: Optional[Surrogate] = None, return_trace: bool = False, **params):
     """DLIF of RSNN (Ding et al. 2024): ``V = 0.99·V + p[t]·X[t]``.
 
     Args:
       x_seq: input currents ``[T, ...]``.
       gain: learnable per-step input gain ``p`` of shape ``[T]`` (initialised to 1).
-      leak: fixed leak (0.99).
-      **kwargs: as in :func:`if_neuron`.
+      surrogate, return_trace: as in :func:`run`.
+      **params: :class:`NeuronConfig` fields (``leak`` 0.99 by default).
     """
-    gain = jnp.asarray(gain)
-    if gain.shape != (jnp.shape(x_seq)[0],):
-        raise ValueError(f"neuron.dlif: gain must have shape [T]={(jnp.shape(x_seq)[0],)}, got {gain.shape}")
-    scaled = x_seq * gain.reshape((-1,) + (1,) * (jnp.ndim(x_seq) - 1))
-    return if_neuron(scaled, leak=leak, **kwargs)
+    return run(DLIF._replace(**params), x_seq, gain=gain, surrogate=surrogate, return_trace=return_trace,
+               where="neuron.dlif: ")

@@ -1,8 +1,11 @@
 """Heaviside spikes with surrogate gradients.
 
 A surrogate is *data*: a :class:`Surrogate` holds the shape as an integer index
-(``kind``) and its width as an array leaf, so one compiled function can be
-``jax.vmap``-ed over surrogate shapes *and* widths (the SR attack protocol).
+(``kind``) and its width. The factories return Python numbers, so a model's own
+surrogate is a hashable spec (two models built from one config compare and hash
+equal); passed to a jitted function, the same value is traced data (:func:`as_data`),
+so one compiled function serves every width and shape and can be ``jax.vmap``-ed over
+a :func:`stack` of them (the SR attack protocol).
 
 Forward: ``spike(u) = Θ(u)`` with ``Θ(0) = 1``. Backward: ``g(u)`` of the
 surrogate, u = H - V_th (SpikingJelly conventions, Fang et al. 2021).
@@ -38,8 +41,15 @@ class Surrogate(NamedTuple):
     """A surrogate-gradient shape as a pytree.
 
     Attributes:
-      kind: int32 array, index into :data:`SHAPES`.
-      width: float array, the shape parameter (α, γ, w or k).
+      kind: index into :data:`SHAPES` (a Python int in a spec, an int32 array as data).
+      width: the shape parameter α, γ, w or k (a Python float in a spec, an array as data).
+
+    Example:
+        >>> from jsnn import surrogate
+        >>> surrogate.atan(2.0) == surrogate.by_name("atan", 2), hash(surrogate.atan(2.0)) == hash(surrogate.atan(2))
+        (True, True)
+        >>> surrogate.stack([surrogate.triangle(1.0), surrogate.sigmoid(4.0)]).kind.tolist()  # kinds mix
+        [2, 0]
     """
 
     kind: jax.Array
@@ -58,11 +68,12 @@ class Surrogate(NamedTuple):
 
 
 def _make(name: str, width: float) -> Surrogate:
-    if not isinstance(width, jax.core.Tracer):
-        w = float(width)
-        if not (math.isfinite(w) and w > 0):
-            raise ValueError(f"surrogate {name}: width must be a finite number > 0, got {width!r}")
-    return Surrogate(jnp.asarray(SHAPES.index(name), jnp.int32), jnp.asarray(width))
+    if isinstance(width, jax.core.Tracer):
+        return Surrogate(SHAPES.index(name), width)
+    w = float(width)
+    if not (math.isfinite(w) and w > 0):
+        raise ValueError(f"surrogate {name}: width must be a finite number > 0, got {width!r}")
+    return Surrogate(SHAPES.index(name), w)
 
 
 def sigmoid(alpha: float = 4.0) -> Surrogate:
@@ -103,8 +114,56 @@ def by_name(name: str, width: float | None = None) -> Surrogate:
 
 
 def stack(surrogates) -> Surrogate:
-    """Stacks surrogates along a new leading axis, for ``jax.vmap``."""
+    """Stacks surrogates (any shapes and widths) along a new leading axis, for ``jax.vmap``.
+
+    One compiled program then runs every estimator of an ensemble; the shape is selected per
+    element by its traced ``kind`` (see :func:`derivative`).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn import surrogate
+        >>> bank = surrogate.stack([surrogate.triangle(1.0), surrogate.sigmoid(4.0), surrogate.atan(2.0)])
+        >>> g = jax.vmap(lambda s: jax.grad(lambda u: surrogate.spike(u, s))(0.0))(bank)
+        >>> g.tolist()  # g(0) = 1/γ, α/4, α/2
+        [1.0, 1.0, 1.0]
+    """
+    surrogates = [as_data(s) for s in surrogates]
+    if not surrogates:
+        raise ValueError("surrogate.stack: needs at least one surrogate, got none")
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *surrogates)
+
+
+def as_data(s: Surrogate) -> Surrogate:
+    """``s`` with array leaves of fixed dtypes (int32 kind, default-float width).
+
+    Whatever built it (a factory's Python numbers, arrays, a stack), equal-shaped surrogates
+    then share one jit cache entry.
+    """
+    if not isinstance(s, Surrogate):
+        raise ValueError(f"surrogate: expected a jsnn.surrogate.Surrogate, got {s!r}")
+    return Surrogate(jnp.asarray(s.kind, jnp.int32), jnp.asarray(s.width, jnp.result_type(float)))
+
+
+def spec(s: Surrogate | None) -> Surrogate | None:
+    """``s`` as a hashable spec of Python numbers (a model's own surrogate).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn import surrogate
+        >>> surrogate.spec(surrogate.Surrogate(jnp.asarray(1), jnp.asarray(3.0)))
+        atan(3)
+    """
+    if s is None:
+        return None
+    if not isinstance(s, Surrogate):
+        raise ValueError(f"model surrogate: expected a jsnn.surrogate.Surrogate or None, got {s!r}")
+    if isinstance(s.kind, jax.core.Tracer) or isinstance(s.width, jax.core.Tracer) or jnp.ndim(s.width) or jnp.ndim(s.kind):
+        raise ValueError("model surrogate: must be one concrete surrogate (Python numbers); pass a traced or "
+                         "stacked attack-time surrogate as data: models.logits_fn(model, variables, surrogate=...)")
+    kind = int(s.kind)
+    if not 0 <= kind < len(SHAPES):
+        raise ValueError(f"model surrogate: kind {kind} out of range; allowed: 0..{len(SHAPES) - 1} ({', '.join(SHAPES)})")
+    return _make(SHAPES[kind], float(s.width))
 
 
 def derivative(u: jax.Array, surrogate: Surrogate) -> jax.Array:

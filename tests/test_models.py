@@ -315,3 +315,104 @@ def test_sew_imagenet_stem_downsamples_by_4():
     assert membrane.shape == (1, 1, 36, 36, 4)  # conv7×7/2 (PyTorch padding 3): 72 → 36
     block_in = state["intermediates"]["layer1_block0"]["SpikingNeuron_0"]["membrane"][0]
     assert block_in.shape == (1, 1, 18, 18, 4)  # maxpool 3×3/2 pad 1: 36 → 18
+
+
+# ----------------------------------------------------------------------------- logits_fn: one compile
+
+
+def _tiny(seed=0, **kw):
+    from jsnn import get_model
+    model = get_model("digits_mlp", hidden=(4,), T=2, **kw)
+    x = jnp.full((2, 8, 8, 1), 0.5) + 0.1 * jax.random.uniform(jax.random.key(9), (2, 8, 8, 1))
+    return model, jax.jit(model.init)(jax.random.key(seed), x), x
+
+
+def test_models_from_one_config_compare_and_hash_equal():
+    import ml_collections
+    config = ml_collections.ConfigDict({"data": {"name": "digits"},
+                                        "model": {"name": "digits_conv", "T": 2, "surrogate": "atan",
+                                                  "surrogate_width": 3.0}})
+    a, b = models.from_config(config), models.from_config(config)
+    assert a == b and hash(a) == hash(b) and a is not b
+    assert models.with_estimator(a, gradient="bptr") == models.with_estimator(b, gradient="bptr")
+
+
+def test_second_logits_fn_does_not_retrace_pgd():
+    """Issue 11: a jitted attack compiled for one run serves every run (new variables) and every
+    estimator (other surrogate widths and shapes, passed as data)."""
+    import chex
+    from jsnn import attacks, surrogate
+    chex.clear_trace_counter()
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def attack(fn, x, y, key):
+        return attacks.pgd(fn, x, y, key, eps=0.1, steps=2)
+
+    y = jnp.array([0, 1])
+    outs = []
+    for seed, s in [(0, surrogate.atan(2.0)), (1, surrogate.atan(3.0)), (2, surrogate.triangle(1.0)),
+                    (3, surrogate.sigmoid(4.0))]:
+        model, v, x = _tiny(seed)  # a new model object each time: equal by value
+        outs.append(attack(models.logits_fn(model, v, surrogate=s), x, y, jax.random.key(0)))
+    import sys
+    pgd_lib = sys.modules["jsnn.attacks.pgd"]  # the module (jsnn.attacks.pgd is the function)
+    before = pgd_lib._pgd._cache_size()  # the un-wrapped jitted PGD, called directly
+    model, v, x = _tiny(5)
+    attacks.pgd(models.logits_fn(model, v, surrogate=surrogate.atan(0.5)), x, y, jax.random.key(0), eps=0.1, steps=2)
+    attacks.pgd(models.logits_fn(_tiny(6)[0], v, surrogate=surrogate.rectangle(2.0)), x, y, jax.random.key(0),
+                eps=0.1, steps=2)
+    assert pgd_lib._pgd._cache_size() - before <= 1  # one program for both runs and surrogates
+    # the model's own surrogate (None): also one program across runs
+    chex.clear_trace_counter()
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def attack_own(fn, x, y, key):
+        return attacks.pgd(fn, x, y, key, eps=0.1, steps=2)
+
+    for seed in (0, 1):
+        model, v, x = _tiny(seed)
+        attack_own(models.logits_fn(model, v), x, y, jax.random.key(0))
+
+
+def test_logits_fn_surrogate_data_is_the_estimator():
+    """A traced surrogate gives the same input gradient as a model whose own spec is that surrogate."""
+    from jsnn import surrogate
+    model, v, x = _tiny()
+
+    def grad(fn):
+        return jax.jit(jax.grad(lambda x, fn: fn(x, None)[:, 0].sum()))(x, fn)
+
+    s = surrogate.atan(3.0)
+    g_data = grad(models.logits_fn(model, v, surrogate=s))
+    g_spec = grad(models.logits_fn(models.with_estimator(model, surrogate=s), v))
+    g_own = grad(models.logits_fn(model, v))
+    np.testing.assert_allclose(np.asarray(g_data), np.asarray(g_spec), rtol=1e-5, atol=1e-7)
+    assert not np.allclose(np.asarray(g_data), np.asarray(g_own))
+    # an ensemble over stacked shapes in one vmap equals one estimator at a time
+    bank = [surrogate.triangle(1.0), surrogate.sigmoid(4.0), surrogate.atan(2.0)]
+    make = models.estimator_factory(model, v)
+    together = jax.jit(jax.vmap(lambda s: jax.grad(lambda x: make(s, "bptt")(x, None)[:, 0].sum())(x)))(
+        surrogate.stack(bank))
+    for i, s in enumerate(bank):
+        np.testing.assert_allclose(np.asarray(together[i]), np.asarray(grad(models.logits_fn(model, v, surrogate=s))),
+                                   rtol=1e-5, atol=1e-7)
+
+
+def test_logits_fn_key_none():
+    model, v, x = _tiny()
+    z = models.logits_fn(model, v)(x, None)
+    np.testing.assert_array_equal(np.asarray(z), np.asarray(model.apply(v, x)))
+    with pytest.raises(ValueError, match=r"^logits_fn: this model is stochastic \(encoder poisson\); pass a PRNG key$"):
+        models.logits_fn(model.clone(encoder=EncoderConfig("poisson")), v)(x, None)
+
+
+def test_model_surrogate_must_be_a_concrete_spec():
+    from jsnn import surrogate
+    model, _, _ = _tiny()
+    with pytest.raises(ValueError, match=r"model surrogate: must be one concrete surrogate"):
+        models.with_estimator(model, surrogate=surrogate.stack([surrogate.atan(2.0), surrogate.atan(3.0)]))
+    m = models.with_estimator(model, surrogate=surrogate.Surrogate(jnp.asarray(1), jnp.asarray(3.0)))
+    assert m.neuron.surrogate == surrogate.atan(3.0) and isinstance(m.neuron.surrogate.width, float)
+    hash(m)

@@ -16,13 +16,14 @@ Example:
 
 from __future__ import annotations
 
-import functools
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import flax.linen as nn
 from jax.tree_util import Partial
 
-from jsnn.layers import EncoderConfig, LIF, NeuronConfig
+from jsnn import surrogate as surrogate_lib
+from jsnn.layers import EncoderConfig, attack_surrogate
+from jsnn.neuron import LIF, NeuronConfig
 
 
 class SpikingModel(nn.Module):
@@ -98,27 +99,105 @@ def with_estimator(model: SpikingModel, *, surrogate=None, gradient: str | None 
         return model  # also any non-spiking model (an ANN teacher, a test's linear model)
     cfg = model.neuron
     if surrogate is not None:
-        cfg = cfg._replace(surrogate=surrogate)
+        cfg = cfg._replace(surrogate=surrogate_lib.spec(surrogate))  # Python numbers: the model stays hashable
     if gradient is not None:
         cfg = cfg._replace(gradient=gradient)
-    return model.clone(neuron=cfg)
+    return model.clone(neuron=cfg.check())
 
 
-def _eval_apply(model: SpikingModel, gradient, variables, surrogate, x, key):
-    m = with_estimator(model, surrogate=surrogate, gradient=gradient)
-    return m.apply(variables, x, train=False, rngs={"noise": key})
+def _stochastic_reason(model) -> str | None:
+    if not getattr(model, "stochastic", False):
+        return None
+    encoder = getattr(model, "encoder", None)
+    if encoder is not None and encoder.stochastic:
+        return f"encoder {encoder.name}"
+    return f"{type(model).__name__} has noisy layers"
+
+
+class _EvalForward(NamedTuple):
+    """``(variables, surrogate, x, key) -> logits`` in evaluation mode.
+
+    Equal and hashable by value (a Flax module compares by its fields, all Python values), so
+    a jitted attack compiled for one :func:`logits_fn` serves every ``logits_fn`` of an equal
+    model: each seed of a sweep, each checkpoint, each estimator passed as ``surrogate``.
+    """
+
+    model: SpikingModel
+    gradient: str | None
+
+    def __call__(self, variables, surrogate, x, key):
+        model = with_estimator(self.model, gradient=self.gradient)
+        if key is None:
+            reason = _stochastic_reason(model)
+            if reason is not None:
+                raise ValueError(f"logits_fn: this model is stochastic ({reason}); pass a PRNG key")
+            rngs = {}
+        else:
+            rngs = {"noise": key}
+        with attack_surrogate(surrogate):  # traced data, never a model field
+            return model.apply(variables, x, train=False, rngs=rngs)
 
 
 def logits_fn(model: SpikingModel, variables, *, surrogate=None, gradient: str | None = None) -> Partial:
     """Evaluation-mode forward ``logits_fn(x, key) -> logits`` for attacks and certification.
 
-    BatchNorm uses running statistics; ``key`` feeds the stochastic encoder and
-    stochastic layers (rng ``"noise"``) and is ignored by deterministic models.
-    ``surrogate`` / ``gradient`` pick the backward estimator independently of training.
-    The result is a :class:`jax.tree_util.Partial` whose leaves are ``variables`` and
-    ``surrogate``: passed to a jitted attack or sampler, the parameters are traced
-    arguments, not constants compiled into the program.
+    BatchNorm uses running statistics; ``key`` feeds the stochastic encoder and stochastic
+    layers (rng ``"noise"``); deterministic models also accept ``key=None``. ``surrogate``
+    (``None`` = the model's own) and ``gradient`` (``"bptt"``/``"bptr"``, static) pick the
+    backward estimator independently of training.
+
+    The result is a :class:`jax.tree_util.Partial` of a value-equal function whose leaves are
+    ``variables`` and ``surrogate`` (as int32/float arrays): passed to a jitted attack, the
+    parameters and the surrogate's shape and width are traced arguments, so one compiled attack
+    serves every run of the same architecture and every surrogate, and ``jax.vmap`` over a
+    :func:`jsnn.surrogate.stack` runs an ensemble of estimators in one program.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn import get_model, surrogate
+        >>> from jsnn.models import logits_fn
+        >>> model, x = get_model("digits_mlp", hidden=(4,), T=2), jnp.full((1, 8, 8, 1), 0.5)
+        >>> v = jax.jit(model.init)(jax.random.key(0), x)
+        >>> logits_fn(model, v)(x, None).shape  # deterministic: no key needed
+        (1, 10)
+        >>> a = logits_fn(model, v, surrogate=surrogate.atan(2.0))
+        >>> b = logits_fn(get_model("digits_mlp", hidden=(4,), T=2), v, surrogate=surrogate.triangle(1.0))
+        >>> jax.tree.structure(a) == jax.tree.structure(b)  # the same jit cache entry
+        True
+        >>> from jsnn.layers import EncoderConfig
+        >>> logits_fn(model.clone(encoder=EncoderConfig("poisson")), v)(x, None)
+        Traceback (most recent call last):
+        ValueError: logits_fn: this model is stochastic (encoder poisson); pass a PRNG key
     """
-    # functools.partial compares by identity: a model's fields may hold arrays or tracers (surrogate
-    # widths), which jit's cache cannot compare by value. So each logits_fn call compiles anew.
-    return Partial(functools.partial(_eval_apply, model, gradient), variables, surrogate)
+    data = None if surrogate is None else surrogate_lib.as_data(surrogate)
+    return Partial(_EvalForward(model, gradient), variables, data)
+
+
+class _Estimators(NamedTuple):
+    """``(variables, surrogate, gradient) -> logits_fn``, equal by value like :class:`_EvalForward`."""
+
+    model: SpikingModel
+
+    def __call__(self, variables, surrogate, gradient):
+        return logits_fn(self.model, variables, surrogate=surrogate, gradient=gradient)
+
+
+def estimator_factory(model: SpikingModel, variables) -> Partial:
+    """``make_logits_fn(surrogate, gradient) -> logits_fn`` for :func:`jsnn.attacks.ensemble`.
+
+    Value-equal (the jitted ensemble compiled for one run serves the next); ``variables`` are
+    its traced leaves. The ensemble stacks its BPTT estimators of any shapes and widths with
+    :func:`jsnn.surrogate.stack` and vmaps this factory over them: one compiled program.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn import get_model, surrogate
+        >>> from jsnn.models import estimator_factory
+        >>> model, x = get_model("digits_mlp", hidden=(4,), T=2), jnp.full((1, 8, 8, 1), 0.5)
+        >>> v = jax.jit(model.init)(jax.random.key(0), x)
+        >>> bank = surrogate.stack([surrogate.triangle(1.0), surrogate.sigmoid(4.0), surrogate.atan(2.0)])
+        >>> make = estimator_factory(model, v)
+        >>> jax.vmap(lambda s: make(s, "bptt")(x, None))(bank).shape  # [E, B, K]
+        (3, 1, 10)
+    """
+    return Partial(_Estimators(model), variables)

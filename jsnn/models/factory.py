@@ -17,9 +17,10 @@ from jsnn import config as cfg_lib
 from jsnn import data as data_lib
 from jsnn import encoding
 from jsnn import surrogate as surrogate_lib
-from jsnn.layers import EncoderConfig, NeuronConfig, check_neuron_config
+from jsnn.layers import EncoderConfig
 from jsnn.models.base import SpikingModel
 from jsnn.models.registry import MODELS, get_model
+from jsnn.neuron import DLIF, GRADIENTS, IF, NeuronConfig
 
 
 def neuron_config(model_cfg) -> NeuronConfig:
@@ -38,16 +39,17 @@ def neuron_config(model_cfg) -> NeuronConfig:
     cfg = NeuronConfig(
         kind=kind,
         tau=float(cfg_lib.get(model_cfg, "tau", 2.0)),
-        leak=float(cfg_lib.get(model_cfg, "leak", 1.0 if kind == "if" else 0.99)),
+        leak=float(cfg_lib.get(model_cfg, "leak", IF.leak if kind == "if" else DLIF.leak)),
         v_threshold=float(cfg_lib.get(model_cfg, "v_threshold", 1.0)),
         v_reset=None if reset == "soft" else float(cfg_lib.get(model_cfg, "v_reset", 0.0)),
         decay_input=bool(cfg_lib.get(model_cfg, "decay_input", True)),
         detach_reset=bool(cfg_lib.get(model_cfg, "detach_reset", False)),
         surrogate=surrogate,
-        gradient=cfg_lib.get(model_cfg, "spike_gradient", "bptt"),
+        gradient=cfg_lib.check_choice(cfg_lib.get(model_cfg, "spike_gradient", "bptt"), "model.spike_gradient",
+                                      GRADIENTS),
         remat=bool(cfg_lib.get(model_cfg, "remat", False)),
     )
-    return check_neuron_config(cfg)
+    return cfg.check("model.")
 
 
 def encoder_config(model_cfg) -> EncoderConfig:

@@ -40,8 +40,9 @@ from typing import Optional, Sequence, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jsnn.layers import Encoder, NeuronConfig, Normalize, SpikingNeuron, batch_norm, time_average
+from jsnn.layers import Encoder, Normalize, SpikingNeuron, batch_norm, time_average
 from jsnn.models.base import SpikingModel
+from jsnn.neuron import NeuronConfig
 from jsnn.models.vgg import CONV_INIT, DENSE_INIT, check_rate, spiking_dense
 
 PAD1 = ((1, 1), (1, 1))

@@ -33,8 +33,9 @@ from typing import Sequence, Union
 
 import flax.linen as nn
 
-from jsnn.layers import Encoder, NeuronConfig, Normalize, SpikingNeuron, batch_norm, time_average
+from jsnn.layers import Encoder, Normalize, SpikingNeuron, batch_norm, time_average
 from jsnn.models.base import SpikingModel
+from jsnn.neuron import NeuronConfig
 
 # PyTorch-reference initialisers (torchvision / SNN-RAT / SpikingJelly models).
 CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "truncated_normal")  # kaiming_normal_(fan_out)
