@@ -186,10 +186,10 @@ def test_batch_equals_per_image_and_chunking_invariance():
 def test_one_compile_per_configuration():
     xs = jnp.zeros((2, 3))
     certify.sample_counts(linear, xs, jax.random.key(0), num=17, sigma=0.3, batch_size=8, image_ndim=1)
-    size = certify._sample_counts._cache_size()
+    size = certify.smoothing._sample_counts._cache_size()
     for s in (0.3, 0.7):  # σ is traced, keys and images are arguments
         certify.sample_counts(linear, xs + 1, jax.random.key(9), num=17, sigma=s, batch_size=8, image_ndim=1)
-    assert certify._sample_counts._cache_size() == size
+    assert certify.smoothing._sample_counts._cache_size() == size
 
 
 def test_model_noise_is_not_added_again():

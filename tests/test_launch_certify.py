@@ -1,4 +1,4 @@
-"""End-to-end test of ``python -m launch.certify`` on a briefly trained default model."""
+"""``jsnn.certify.certify_workdir`` and ``python -m launch.certify`` end to end on a briefly trained default model."""
 
 import json
 import os
@@ -12,7 +12,6 @@ from jsnn import certify as certify_lib
 from jsnn import train
 from jsnn.layers import EncoderConfig
 from jsnn.models import DigitsMLP
-from launch import certify as launcher
 from launch.configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,20 +32,20 @@ def workdir(tmp_path_factory):
 
 def test_certify_writes_json_and_png_and_resumes(workdir, monkeypatch):
     calls = []
-    real = certify_lib.certify
+    real = certify_lib.smoothing.certify
 
     def counting(fn, x, key, **kw):
         calls.append(len(np.unique(np.asarray(x).reshape(len(x), -1), axis=0)))
         return real(fn, x, key, **kw)
 
-    monkeypatch.setattr(certify_lib, "certify", counting)
+    monkeypatch.setattr(certify_lib.smoothing, "certify", counting)
 
     # An "interrupted" run: 2 of the 3 images.
-    first = launcher.run(workdir, num_images=2, **SMALL)
+    first = certify_lib.certify_workdir(workdir, num_images=2, **SMALL)
     assert first["summary"]["num_images"] == 2
     # Rerun with 3: only the missing image is certified, the first two are kept as they were.
     calls.clear()
-    result = launcher.run(workdir, num_images=3, **SMALL)
+    result = certify_lib.certify_workdir(workdir, num_images=3, **SMALL)
     assert sum(calls) == 1
     assert result["images"][:2] == first["images"]
     with open(os.path.join(workdir, "certify.json")) as f:
@@ -67,30 +66,30 @@ def test_certify_writes_json_and_png_and_resumes(workdir, monkeypatch):
 
     # Nothing left to do: no sampling at all.
     calls.clear()
-    again = launcher.run(workdir, num_images=3, **SMALL)
+    again = certify_lib.certify_workdir(workdir, num_images=3, **SMALL)
     assert calls == [] and again["images"] == result["images"]
 
     # The resumed result equals an uninterrupted run (keys are per image index).
-    fresh = launcher.run(workdir, num_images=3, output="fresh.json", **SMALL)
+    fresh = certify_lib.certify_workdir(workdir, num_images=3, output="fresh.json", **SMALL)
     assert fresh["images"] == result["images"]
 
     # Other settings: refuse instead of mixing results.
     with pytest.raises(ValueError, match="sigma"):
-        launcher.run(workdir, num_images=3, **{**SMALL, "sigma": 0.5})
+        certify_lib.certify_workdir(workdir, num_images=3, **{**SMALL, "sigma": 0.5})
 
 
 def test_resolve_smoothing():
     direct = DigitsMLP(T=3)
-    assert launcher.resolve_smoothing(direct, sigma=0.5, noise="auto") == ("input", 0.5, 1)
+    assert certify_lib.resolve_smoothing(direct, sigma=0.5, noise="auto") == ("input", 0.5, 1)
     with pytest.raises(ValueError, match="--sigma"):
-        launcher.resolve_smoothing(direct, sigma=None, noise="auto")
+        certify_lib.resolve_smoothing(direct, sigma=None, noise="auto")
     with pytest.raises(ValueError, match="--noise=model"):
-        launcher.resolve_smoothing(direct, sigma=0.5, noise="model")
+        certify_lib.resolve_smoothing(direct, sigma=0.5, noise="model")
     rsc2 = DigitsMLP(T=3, encoder=EncoderConfig(name="rsc", sigma=0.25, per_step=True))
-    assert launcher.resolve_smoothing(rsc2, sigma=None, noise="auto") == ("model", 0.25, 3)
-    assert launcher.resolve_smoothing(rsc2, sigma=0.5, noise="input") == ("input", 0.5, 1)
+    assert certify_lib.resolve_smoothing(rsc2, sigma=None, noise="auto") == ("model", 0.25, 3)
+    assert certify_lib.resolve_smoothing(rsc2, sigma=0.5, noise="input") == ("input", 0.5, 1)
     with pytest.raises(ValueError, match="differs"):
-        launcher.resolve_smoothing(rsc2, sigma=0.5, noise="model")
+        certify_lib.resolve_smoothing(rsc2, sigma=0.5, noise="model")
 
 
 def test_bad_flag_is_one_message(workdir):
@@ -98,3 +97,72 @@ def test_bad_flag_is_one_message(workdir):
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "--noise=model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _cli(*args):
+    proc = subprocess.run([sys.executable, "-m", "launch.certify", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    return proc
+
+
+def _one_line(proc, *parts):
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(line) == 1, proc.stderr[-3000:]
+    for p in parts:
+        assert p in line[0], line[0]
+
+
+def test_records_name_their_model_and_are_redone_for_another(workdir, tmp_path):
+    """Issue 15: each image names checkpoint step + fingerprint; another checkpoint recomputes the images."""
+    import shutil
+
+    from jsnn import checkpoint
+
+    run = checkpoint.load_run(workdir)
+    out = certify_lib.certify_workdir(workdir, num_images=2, output="bound.json", **SMALL)
+    assert out["model"]["checkpoint_step"] == run.step and out["model"]["fingerprint"] == run.fingerprint
+    assert all(r["checkpoint_step"] == run.step and r["fingerprint"] == run.fingerprint for r in out["images"])
+    # Another model in the same place (perturbed parameters): the stored images are not reused.
+    path = os.path.join(workdir, "bound.json")
+    doc = json.load(open(path))
+    for r in doc["images"]:
+        r["fingerprint"], r["prediction"] = "0" * 16, 123
+    json.dump(doc, open(path, "w"))
+    again = certify_lib.certify_workdir(workdir, num_images=2, output="bound.json", **SMALL)
+    assert again["images"] == out["images"]
+    # An unfinished run is refused unless a step is named; the named step is recorded.
+    copy = str(tmp_path / "unfinished")
+    shutil.copytree(workdir, copy)
+    os.remove(os.path.join(copy, "results.json"))
+    with pytest.raises(ValueError, match=r"training has not finished.*--step=2"):
+        certify_lib.certify_workdir(copy, num_images=1, **SMALL)
+    named = certify_lib.certify_workdir(copy, num_images=1, step=2, **SMALL)
+    assert named["model"]["checkpoint_step"] == 2 and named["images"][0]["checkpoint_step"] == 2
+
+
+def test_too_few_samples_warn_with_the_smallest_n(workdir, caplog):
+    assert certify_lib.min_samples(0.001) == 10 and certify_lib.min_samples(0.5) == 1
+    assert certify_lib.clopper_pearson_lower(10, 10, 0.001) >= 0.5 > certify_lib.clopper_pearson_lower(9, 9, 0.001)
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        out = certify_lib.certify_workdir(workdir, num_images=1, output="small.json", **{**SMALL, "n": 5})
+    assert "use --n >= 10" in caplog.text and out["images"][0]["prediction"] == -1
+
+
+def test_user_errors_are_one_line(workdir, tmp_path):
+    """Damaged certify.json, unfinished run, unknown step, non-finite parameters: one line, no traceback."""
+    import shutil
+
+    small = ["--sigma=0.25", "--n0=8", "--n=16", "--num_images=1", "--batch_size=32"]
+    damaged = str(tmp_path / "damaged")
+    shutil.copytree(workdir, damaged)
+    with open(os.path.join(damaged, "certify.json"), "w") as f:
+        f.write('{"settings": {"sigma": 0.25,')
+    _one_line(_cli(f"--workdir={damaged}", *small), os.path.join(damaged, "certify.json"), "damaged JSON", "delete")
+    os.remove(os.path.join(damaged, "results.json"))
+    _one_line(_cli(f"--workdir={damaged}", *small, "--output=x.json"), "training has not finished", "--step=2")
+    _one_line(_cli(f"--workdir={damaged}", *small, "--output=x.json", "--step=7"), "7")
+    _one_line(_cli(f"--workdir={tmp_path / 'nowhere'}", *small), "config.json")

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from typing import Callable, NamedTuple, Sequence
 
 import jax
@@ -52,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
+from jsnn import config as cfg
 from jsnn.attacks.common import as_partial
 
 NOISES = ("input", "model")
@@ -329,30 +329,23 @@ def plot_certified_accuracy(radius, correct, path, *, title: str = "") -> None:
     fig.savefig(path, dpi=120)
 
 
-# ----------------------------------------------------------------------------- validation
+# ----------------------------------------------------------------------------- validation (jsnn.config's)
 
 
 def _check_int(field, value, minimum):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"certify: {field} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return cfg.check_int(value, field, minimum, where="certify: ")
 
 
 def _check_alpha(alpha):
-    if not isinstance(alpha, numbers.Real) or not 0.0 < float(alpha) < 1.0:
-        raise ValueError(f"certify: alpha must be a float in (0, 1), got {alpha!r}")
-    return float(alpha)
+    return cfg.check_number(alpha, "alpha", low=0.0, high=1.0, low_open=True, high_open=True, where="certify: ")
 
 
 def _check_sigma(sigma):
-    if not isinstance(sigma, numbers.Real) or not (math.isfinite(float(sigma)) and float(sigma) > 0):
-        raise ValueError(f"certify: sigma must be a finite float > 0 (the Gaussian noise std), got {sigma!r}")
-    return float(sigma)
+    return cfg.check_number(sigma, "sigma", low=0.0, low_open=True, where="certify: ")
 
 
 def _check_noise(noise):
-    if noise not in NOISES:
-        raise ValueError(f"certify: noise={noise!r}; allowed: {', '.join(NOISES)}")
+    return cfg.check_choice(noise, "noise", NOISES, where="certify: ")
 
 
 def _prepare(x, key, image_ndim):
