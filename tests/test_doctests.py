@@ -17,7 +17,7 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(jsnn.__path__, prefix="js
 WITH_EXAMPLES = ("jsnn.attacks", "jsnn.attacks.apgd", "jsnn.attacks.autoattack", "jsnn.attacks.common",
                  "jsnn.attacks.eot", "jsnn.attacks.fab", "jsnn.attacks.fgsm", "jsnn.attacks.gradients",
                  "jsnn.attacks.losses", "jsnn.attacks.pgd", "jsnn.attacks.square", "jsnn.attacks.transfer",
-                 "jsnn.certify", "jsnn.data", "jsnn.data.augment", "jsnn.data.digits", "jsnn.data.tfds",
+                 "jsnn.certify", "jsnn.certify.driver", "jsnn.certify.smoothing", "jsnn.data", "jsnn.data.augment", "jsnn.data.digits", "jsnn.data.tfds",
                  "jsnn.defenses", "jsnn.defenses.adversarial", "jsnn.defenses.base", "jsnn.defenses.distill",
                  "jsnn.defenses.feature_variance", "jsnn.defenses.noise", "jsnn.defenses.orthogonal",
                  "jsnn.defenses.sparse_gradient", "jsnn.defenses.stability", "jsnn.defenses.trades",
