@@ -1,7 +1,8 @@
 """Attack throughput on the default digits SNN: jsnn vs SpikingJelly + torchattacks.
 
-  python bench/attacks.py [--peer_python=/work/peer_venv/bin/python] [--workdir=/tmp/jsnn_bench_attacks]
+  python bench/attacks.py [--peer_python=/work/peer/bin/python] [--workdir=/tmp/jsnn_bench_attacks]
                           [--batch=128] [--repeats=5] [--eps=0.1] [--aa_images=360]
+                          [--components=apgd-ce,apgd-t,fab-t,square] [--component_images=128]
 
 The model is launch/configs/default.py's DigitsConv (conv32-BN-LIF, conv64-BN-LIF, avgpool2,
 fc128-BN-LIF, fc10; T=4, direct coding, LIF τ=2 decay_input, hard reset 0, sigmoid(4) surrogate,
@@ -16,6 +17,9 @@ call, i.e. compilation + one run, is reported apart):
 * PGD-10, L∞ ε = ``--eps``, α = ε/4, random start: ``jsnn.attacks.pgd`` (keeps each example's
   best iterate: one extra forward) vs ``torchattacks.PGD`` (returns the last iterate);
 * APGD-CE, 100 iterations (jsnn only);
+* AutoAttack's components at fra31's "standard" settings (APGD-CE 100 it., APGD-T 100 it. × 9 targets,
+  FAB-T 100 it. × 9 targets, Square 5,000 queries; 1 restart each) on ``--component_images`` test images,
+  one warm call each, vs ``torchattacks.APGD / APGDT / FAB(multi_targeted) / Square`` on the same model;
 * AutoAttack "rand" (APGD-CE + APGD-DLR, 100 iterations, EOT 20, judged on 10 draws) over the
   digits test split (360 images), wall time including compilation. The default model is
   deterministic: its forward ignores the key, so ``vmap`` over the 20 EOT keys does not batch
@@ -44,7 +48,7 @@ try:
 except ImportError:  # run as a script: bench/ is on sys.path
     import common
 
-PEER_CODE = common.SJ_DIGITS_CONV + textwrap.dedent(r"""
+PEER_CODE = common.SJ_DIGITS_CONV + common.SJ_TIMING + textwrap.dedent(r"""
     import importlib.util, json, os, statistics, sys, time, types
     import numpy as np
     import torch, torch.nn as nn
@@ -59,8 +63,14 @@ PEER_CODE = common.SJ_DIGITS_CONV + textwrap.dedent(r"""
         for name, sub in (("torchattacks", root), ("torchattacks.attacks", os.path.join(root, "attacks"))):
             mod = types.ModuleType(name); mod.__path__ = [sub]; sys.modules[name] = mod
         from torchattacks.attacks.pgd import PGD
-        note = f"torchattacks package __init__ failed ({e}); loaded torchattacks/attacks/pgd.py directly"
-    import torchattacks
+        from torchattacks.attacks.apgd import APGD
+        from torchattacks.attacks.apgdt import APGDT
+        from torchattacks.attacks.fab import FAB
+        from torchattacks.attacks.square import Square
+        torchattacks = types.SimpleNamespace(APGD=APGD, APGDT=APGDT, FAB=FAB, Square=Square, __version__="3.5.1?")
+        note = f"torchattacks package __init__ failed ({e}); loaded torchattacks/attacks/*.py directly"
+    else:
+        import torchattacks
     d = np.load(path)
     T = int(d["T"])
     net = digits_conv_net()
@@ -98,7 +108,24 @@ PEER_CODE = common.SJ_DIGITS_CONV + textwrap.dedent(r"""
         xa = atk(x[i:i + B], y[i:i + B])
         with torch.no_grad():
             correct += int((model(xa).argmax(-1) == y[i:i + B]).sum())
+    # AutoAttack's components at fra31 settings (100 iterations, 9 target classes, Square's queries)
+    comps = [c for c in sys.argv[6].split(",") if c]
+    n_aa, c_steps, queries = int(sys.argv[7]), int(sys.argv[8]), int(sys.argv[9])
+    made = {"apgd-ce": lambda: torchattacks.APGD(model, norm="Linf", eps=eps, steps=c_steps, n_restarts=1, loss="ce", seed=0),
+            "apgd-t": lambda: torchattacks.APGDT(model, norm="Linf", eps=eps, steps=c_steps, n_restarts=1, seed=0, n_classes=10),
+            "fab-t": lambda: torchattacks.FAB(model, norm="Linf", eps=eps, steps=c_steps, n_restarts=1, multi_targeted=True,
+                                              n_classes=10, seed=0),
+            "square": lambda: torchattacks.Square(model, norm="Linf", eps=eps, n_queries=queries, n_restarts=1, seed=0)}
+    xc, yc = x[:n_aa], y[:n_aa]
+    components = {}
+    for c in comps:
+        atk = made[c]()
+        first, med, _ = timed(lambda: atk(xc, yc), 1, warmup=0)
+        xa = atk(xc, yc)
+        with torch.no_grad():
+            components[c] = {"first_s": first, "s": med, "acc": float((model(xa).argmax(-1) == yc).float().mean())}
     print(json.dumps({
+        "components": components,
         "torch": torch.__version__, "torchattacks": torchattacks.__version__ if hasattr(torchattacks, "__version__") else "3.5.1?",
         "threads": torch.get_num_threads(), "note": note,
         "logit_max_abs_diff": float(np.abs(logits - d["logits"]).max()),
@@ -141,6 +168,11 @@ def main():
     p.add_argument("--stochastic_images", type=int, default=32,
                    help="images for the EOT-20 timing on the RSC-coded model (0: skip)")
     p.add_argument("--peer_threads", type=int, default=os.cpu_count())
+    p.add_argument("--components", default="apgd-ce,apgd-t,fab-t,square",
+                   help="AutoAttack components timed against torchattacks' (empty: none)")
+    p.add_argument("--component_images", type=int, default=128, help="test images for the component timings")
+    p.add_argument("--component_steps", type=int, default=100, help="APGD / FAB iterations (fra31: 100)")
+    p.add_argument("--square_queries", type=int, default=5000, help="Square's queries (fra31: 5000)")
     args = p.parse_args()
     print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))
 
@@ -150,7 +182,9 @@ def main():
     from absl import logging
 
     from jsnn import checkpoint, models, train
-    from jsnn.attacks.apgd import apgd
+    from jsnn.attacks.apgd import apgd, apgd_targeted
+    from jsnn.attacks.fab import fab_t
+    from jsnn.attacks.square import square
     from jsnn.attacks.autoattack import autoattack, summary
     from jsnn.attacks.pgd import pgd
     from jsnn.data import digits
@@ -199,14 +233,33 @@ def main():
           f"first {first:6.2f} s)  robust acc {pgd_acc:.4f}")
     print(f"  jsnn APGD-100 : {B / med_a:9.1f} images/s  (median {med_a * 1e3:8.1f} ms, first {first_a:6.2f} s)")
 
+    # ---- AutoAttack's components at fra31 settings (one call each: first = compile + run, then one warm run)
+    comps = [c for c in args.components.split(",") if c]
+    made = {"apgd-ce": lambda xx, yy: apgd(fn, xx, yy, key, eps=eps, steps=args.component_steps, loss="ce"),
+            "apgd-t": lambda xx, yy: apgd_targeted(fn, xx, yy, key, eps=eps, steps=args.component_steps, num_targets=9),
+            "fab-t": lambda xx, yy: fab_t(fn, xx, yy, key, eps=eps, steps=args.component_steps, num_targets=9),
+            "square": lambda xx, yy: square(fn, xx, yy, key, eps=eps, queries=args.square_queries)}
+    for c in comps:
+        if c not in made:
+            raise ValueError(f"--components: unknown component {c!r}; allowed: {', '.join(made)}")
+    nc = min(args.component_images, x_all.shape[0])
+    xc, yc = x_all[:nc], y_all[:nc]
+    components = {}
+    for c in comps:
+        first_c, med_c, _ = common.timed(lambda: made[c](xc, yc), 1, warmup=0)
+        acc_c = float(jnp.mean(jnp.argmax(jax.jit(fn)(made[c](xc, yc), key), -1) == yc))
+        components[c] = {"first_s": first_c, "s": med_c, "acc": acc_c}
+
     # ---- peer
+    peer = None
     if args.peer_python:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "digits_model.npz")
             export_for_peer(path, variables, model, x_all, y_all, logits, eps)
             env = dict(os.environ, PYTHONWARNINGS="ignore")
             out = subprocess.run([args.peer_python, "-c", PEER_CODE, path, str(B), str(args.repeats), "10",
-                                  str(args.peer_threads)], capture_output=True, text=True, env=env)
+                                  str(args.peer_threads), ",".join(comps), str(nc), str(args.component_steps),
+                                  str(args.square_queries)], capture_output=True, text=True, env=env)
         if out.returncode != 0:
             print(f"  peer failed:\n{out.stderr[-3000:]}")
         else:
@@ -221,6 +274,25 @@ def main():
             print(f"  ratio PGD-10 images/s jsnn / peer: {peer['pgd_sec'] / med:.2f}x")
     else:
         print("  peer not run (pass --peer_python=/path/to/venv/bin/python with torch, spikingjelly, torchattacks)")
+
+    if comps:
+        print(f"\nAutoAttack components, fra31 settings ({args.component_steps} it., 9 targets, {args.square_queries} "
+              f"queries), {nc} test images, one batch, ε={eps}: seconds of a warm call (first = compile + run)")
+        rows = []
+        for c in comps:
+            j, pc = components[c], (peer or {}).get("components", {}).get(c)
+            rows.append([c, f"{j['s']:.2f}", f"{j['first_s']:.2f}", f"{j['acc']:.3f}",
+                         "-" if pc is None else f"{pc['s']:.2f}", "-" if pc is None else f"{pc['acc']:.3f}",
+                         "-" if pc is None else f"{pc['s'] / j['s']:.2f}x"])
+        tot_j = sum(components[c]["s"] for c in comps)
+        pcs = (peer or {}).get("components", {})
+        tot_p = sum(pcs[c]["s"] for c in comps) if all(c in pcs for c in comps) else None
+        rows.append(["all", f"{tot_j:.2f}", "", "", "-" if tot_p is None else f"{tot_p:.2f}", "",
+                     "-" if tot_p is None else f"{tot_p / tot_j:.2f}x"])
+        print(common.table(["component", "jsnn s", "jsnn first s", "jsnn acc", "torchattacks s", "peer acc",
+                            "ratio peer/jsnn"], rows))
+        print("  (each run on all images, as torchattacks' components do; AutoAttack's cascade runs later "
+              "components only on the still-robust ones)")
 
     # ---- AutoAttack-rand, EOT 20, on the test split
     n = min(args.aa_images, x_all.shape[0])
