@@ -21,7 +21,9 @@ WITH_EXAMPLES = ("jsnn.attacks", "jsnn.attacks.apgd", "jsnn.attacks.autoattack",
                  "jsnn.defenses", "jsnn.defenses.adversarial", "jsnn.defenses.base", "jsnn.defenses.distill",
                  "jsnn.defenses.feature_variance", "jsnn.defenses.noise", "jsnn.defenses.orthogonal",
                  "jsnn.defenses.sparse_gradient", "jsnn.defenses.stability", "jsnn.defenses.trades",
-                 "jsnn.encoding", "jsnn.evaluate", "jsnn.layers", "jsnn.models", "jsnn.models.base",
+                 "jsnn.encoding", "jsnn.evaluate", "jsnn.evaluate.report", "jsnn.evaluate.runner",
+                 "jsnn.evaluate.sanity", "jsnn.evaluate.settings", "jsnn.evaluate.suite", "jsnn.layers",
+                 "jsnn.models", "jsnn.models.base",
                  "jsnn.models.resnet", "jsnn.models.small", "jsnn.models.vgg", "jsnn.neuron", "jsnn.parallel",
                  "jsnn.surrogate", "jsnn.sweep", "jsnn.train")
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE

@@ -12,6 +12,7 @@ import pytest
 
 from jsnn import data as data_lib
 from jsnn import checkpoint, evaluate, models, train
+from jsnn import io
 from launch.configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,12 +52,14 @@ def test_report_fields_png_and_values(run_dir, report):
     for name in names:
         r = doc["records"][name]
         for key in ("name", "attack", "function", "eps", "steps", "eot", "estimator", "accuracy",
-                    "accuracy_all_draws", "settings", "seconds", "num_examples"):
+                    "accuracy_all_draws", "settings", "seconds", "num_examples", "checkpoint_step", "fingerprint"):
             assert key in r, (name, key)
         assert 0.0 <= r["accuracy"] <= 1.0 and r["num_examples"] == 16
         assert r["settings"]["seed"] == 0 and r["settings"]["num_examples"] == 16
+        assert (r["checkpoint_step"], r["fingerprint"]) == (doc["checkpoint_step"], doc["fingerprint"])
     # clean accuracy: an independent forward on the first 16 test images
-    config, model, variables, *_ = checkpoint.load_run(run_dir)
+    config, model, variables, step, fingerprint, _ = checkpoint.load_run(run_dir)
+    assert (doc["checkpoint_step"], doc["fingerprint"]) == (step, fingerprint) == (30, checkpoint.fingerprint(variables))
     batch = next(data_lib.eval_batches(config.data, split="test", batch_size=16, limit=16))
     logits = models.logits_fn(model, variables)(jnp.asarray(batch["image"]), jax.random.PRNGKey(0))
     clean = float(np.mean(np.argmax(logits, -1) == batch["label"]))
@@ -86,15 +89,20 @@ def test_report_fields_png_and_values(run_dir, report):
     assert 0.0 <= doc["gradients"]["zero_gradient_examples"] <= 1.0
 
 
-def test_rerun_skips_done_records_and_runs_only_new_ones(run_dir, report, monkeypatch):
+def _count_runs(monkeypatch):
     calls = []
-    real = evaluate._run_record
+    real = evaluate.runner.run_record
 
     def counting(rec, *args, **kwargs):
         calls.append(rec["name"])
         return real(rec, *args, **kwargs)
 
-    monkeypatch.setattr(evaluate, "_run_record", counting)
+    monkeypatch.setattr(evaluate.runner, "run_record", counting)
+    return calls
+
+
+def test_rerun_skips_done_records_and_runs_only_new_ones(run_dir, report, monkeypatch):
+    calls = _count_runs(monkeypatch)
     again = evaluate.evaluate_workdir(run_dir, overrides=SUITE)
     assert calls == []
     for name in report["suite"]:
@@ -107,8 +115,10 @@ def test_rerun_skips_done_records_and_runs_only_new_ones(run_dir, report, monkey
 def _records(**acc):
     out = {}
     for name, (attack, eps, steps, a) in acc.items():
+        k = evaluate.suite.kind(attack if attack != "pgd" else f"pgd{steps}")
         out[name] = {"name": name, "attack": attack, "eps": eps, "steps": steps, "accuracy": a,
-                     "accuracy_all_draws": a, "purpose": "suite", "eps_label": str(eps), "eot": 1}
+                     "accuracy_all_draws": a, "purpose": "suite", "eps_label": str(eps), "eot": 1,
+                     "family": k.family, "box": k.box}
     return out
 
 
@@ -171,3 +181,111 @@ def test_launcher_bad_field_is_one_message(run_dir, flag, match):
     assert proc.returncode != 0
     assert match in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ----------------------------------------------------------------------------- records bound to their model
+
+SMALL = {"attacks": "clean,fgsm", "eps": "16/255", "large_eps": "", "num_examples": 16, "batch_size": 16}
+
+
+def _copy_run(run_dir, tmp_path, name="copy"):
+    import shutil
+
+    dst = str(tmp_path / name)
+    shutil.copytree(run_dir, dst)
+    return dst
+
+
+def _fake_checkpoint(workdir, step, transform):
+    """A newer checkpoint at ``step`` with ``transform``ed parameters (as if training went on)."""
+    mngr = checkpoint.manager(workdir)
+    raw = mngr.restore(mngr.latest_step(), args=checkpoint.ocp.args.StandardRestore())
+    raw = dict(raw, params=jax.tree_util.tree_map(lambda p: transform(np.asarray(p)), raw["params"]),
+               step=np.asarray(step))
+    mngr.save(step, args=checkpoint.ocp.args.StandardSave(raw))
+    mngr.wait_until_finished()
+
+
+def _set_finished_step(workdir, step):
+    path = os.path.join(workdir, "results.json")
+    io.write_json(path, dict(io.read_json(path), steps=step))
+
+
+def test_stale_records_are_recomputed_when_the_model_changes(run_dir, tmp_path, monkeypatch):
+    work = _copy_run(run_dir, tmp_path)
+    os.remove(os.path.join(work, "robustness.json"))
+    _fake_checkpoint(work, 40, lambda p: p * 1.5)  # training goes on: step 40 exists, results.json still says 30
+    with pytest.raises(ValueError, match=r"training has not finished \(newest checkpoint: step 40\).*--step=40"):
+        evaluate.evaluate_workdir(work, overrides=SMALL)
+    calls = _count_runs(monkeypatch)
+    early = evaluate.evaluate_workdir(work, overrides=SMALL, step=30)  # the user names a step: recorded
+    assert early["checkpoint_step"] == 30 and calls == ["clean", "fgsm-linf-eps16/255"]
+    assert all(early["records"][n]["checkpoint_step"] == 30 for n in early["suite"])
+    _set_finished_step(work, 40)  # training finished: evaluating again must not keep step 30's numbers
+    calls.clear()
+    late = evaluate.evaluate_workdir(work, overrides=SMALL)
+    assert calls == ["clean", "fgsm-linf-eps16/255"]
+    assert late["checkpoint_step"] == 40 and late["fingerprint"] != early["fingerprint"]
+    for n in late["suite"]:
+        assert (late["records"][n]["checkpoint_step"], late["records"][n]["fingerprint"]) == (40, late["fingerprint"])
+    assert set(late["records"]) == set(late["suite"])  # step 30's records are gone, not mixed in
+    calls.clear()
+    assert evaluate.evaluate_workdir(work, overrides=SMALL)["records"] == late["records"] and calls == []
+
+
+def test_damaged_robustness_json_keeps_intact_records_and_recomputes_the_rest(run_dir, report, tmp_path,
+                                                                             monkeypatch, caplog):
+    work = _copy_run(run_dir, tmp_path)
+    path = os.path.join(work, "robustness.json")
+    with open(path) as f:
+        text = f.read()
+    start = text.index('"records"')
+    with open(path, "w") as f:  # truncated in the middle of the records
+        f.write(text[: start + (text.index('"sanity"', start) - start) // 2])
+    calls = _count_runs(monkeypatch)
+    with caplog.at_level("WARNING"):
+        again = evaluate.evaluate_workdir(work, overrides=SUITE)
+    assert any(path in r.getMessage() and "damaged JSON" in r.getMessage() and "intact records kept" in r.getMessage()
+               for r in caplog.records)
+    assert calls and len(calls) < len(report["suite"])  # intact records kept, the rest recomputed
+    for name in report["suite"]:  # per-record resume: identical to the uninterrupted run
+        assert again["records"][name]["accuracy"] == report["records"][name]["accuracy"], name
+    assert io.read_json(path)["suite"] == report["suite"]
+
+
+def test_autoattack_and_transfer_records(run_dir, tmp_path):
+    work = _copy_run(run_dir, tmp_path)
+    doc = evaluate.evaluate_workdir(work, output="aa.json", overrides={
+        "attacks": "clean,autoattack,transfer", "autoattack_version": "rand", "main_eps": "16/255", "large_eps": "",
+        "num_examples": 16, "batch_size": 16, "apgd_steps": 2, "square_queries": 10, "transfer_steps": 2, "transfer_from": run_dir})
+    clean = doc["records"]["clean"]["accuracy"]
+    aa = doc["records"]["autoattack-rand-linf-eps16/255"]  # rand: two stages, a cheap compile for CI
+    assert list(aa["autoattack_log"]) == ["clean", "apgd-ce", "apgd-dlr"] and aa["settings"]["eot"] == 1
+    assert aa["autoattack_log"]["clean"] == clean  # judged once, in the cascade
+    log = list(aa["autoattack_log"].values())
+    assert all(b <= a for a, b in zip(log, log[1:]))  # each stage only removes robust examples
+    assert aa["accuracy"] == aa["autoattack_majority_vote_accuracy"] == log[-1]  # one draw: the same judgement
+    tr = doc["records"]["transfer-pgd2-linf-eps16/255"]
+    _, _, _, step, fingerprint, _ = checkpoint.load_run(run_dir)
+    assert tr["source_model"] == {"workdir": os.path.abspath(run_dir), "checkpoint_step": step,
+                                  "fingerprint": fingerprint}
+    assert tr["accuracy"] <= clean and tr["box"] == "black"
+    assert doc["sanity"]["flags"]["whitebox_le_blackbox"]["passed"] is None  # no white-box record at that ε
+
+
+@pytest.mark.parametrize("case", ["unfinished", "nan"])
+def test_launcher_refuses_unfinished_and_diverged_runs(run_dir, tmp_path, case):
+    work = _copy_run(run_dir, tmp_path)
+    before = open(os.path.join(work, "robustness.json")).read()
+    if case == "nan":
+        _fake_checkpoint(work, 40, lambda p: np.full_like(p, np.nan))
+        _set_finished_step(work, 40)
+        match = f"{work} (checkpoint step 40): parameters are not finite"
+    else:
+        _fake_checkpoint(work, 40, lambda p: p)
+        match = f"{work}: training has not finished (newest checkpoint: step 40)"
+    proc = subprocess.run([sys.executable, "-m", "launch.evaluate", f"--workdir={work}", "--evaluate.attacks=clean",
+                           "--evaluate.large_eps="], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"error: {match}" in proc.stderr
+    assert open(os.path.join(work, "robustness.json")).read() == before  # nothing measured, nothing written

@@ -1,0 +1,334 @@
+"""The registry of attack kinds: how each expands into records, runs one batch, and is judged.
+
+A :class:`Kind` declares, for one name of ``evaluate.attacks``:
+
+* ``expand(token, ev, p)`` — the records it contributes (one per ε of the list, or one at the
+  main ε), each ``{name, eps, steps, eot, estimator, settings}``;
+* ``run(rec, target, x, y, key)`` — one batch: ``(hits [B], extra)`` where ``hits`` counts, per
+  example, the judgement draws (out of ``settings.draws``) that classify the attacked point
+  correctly, and ``extra`` holds per-example arrays (batch on the last axis) for ``summarize``;
+* ``family`` — ``"curve"`` kinds run over the ε list (lines of the plot, QTE), the others are
+  single points; ``box`` — ``"white"``, ``"black"`` or ``None`` (the sanity check
+  ``whitebox_le_blackbox`` compares the two); ``skip`` — why a record cannot run here (or None).
+
+A new attack is one entry of :data:`KINDS`. Keys: ``run`` gets the batch key
+``fold_in(record key, b)`` and splits it into (attack key, judgement key) itself (the ensemble,
+transfer and AutoAttack combinators split it inside).
+
+Example:
+    A stochastic spiking model gets EOT 20 everywhere, the estimator ensemble at the main ε,
+    and two sanity records (the same PGD without EOT, and PGD at a large ε):
+
+    >>> from jsnn.evaluate import settings, suite
+    >>> ev = settings.default_eval_config()
+    >>> ev.attacks, ev.eps, ev.main_eps = "clean,pgd10,ensemble", "0.05,0.1", "0.1"
+    >>> for r in suite.plan(ev, stochastic=True, spiking=True):
+    ...     print(r["name"], r["eot"], r["purpose"], r["box"])
+    clean None suite None
+    pgd10-linf-eps0.05 20 suite white
+    pgd10-linf-eps0.1 20 suite white
+    ensemble-pgd10-linf-eps0.1 20 suite white
+    pgd10-linf-eps0.1-eot1 1 sanity: eot white
+    pgd10-linf-eps0.5-large 20 sanity: large eps white
+"""
+
+from __future__ import annotations
+
+import fractions
+import math
+import re
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
+
+import jax
+import numpy as np
+
+from jsnn import attacks
+from jsnn.attacks import gradients as gradients_lib
+
+_PGD = re.compile(r"^pgd(\d+)$")
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def parse_number(text, field: str) -> float:
+    """``"8/255"`` or ``"0.03"`` → a float ≥ 0; ``ValueError`` naming ``evaluate.<field>`` otherwise."""
+    try:
+        v = float(fractions.Fraction(str(text).strip()))
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"evaluate.{field}: {text!r} is not a number (e.g. 8/255 or 0.03)") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"evaluate.{field}: must be >= 0, got {text!r}")
+    return v
+
+
+def parse_list(text) -> List[str]:
+    """A comma list (or a sequence) → its non-empty stripped items."""
+    if isinstance(text, (list, tuple)):
+        return [str(t).strip() for t in text if str(t).strip()]
+    return [t.strip() for t in str(text).split(",") if t.strip()]
+
+
+def parse_eps(ev) -> List[float]:
+    """The ε list of ``evaluate.eps``."""
+    return [parse_number(e, "eps") for e in parse_list(ev.eps)]
+
+
+def eps_label(eps: float) -> str:
+    """``8/255`` for multiples of 1/255, else ``%g``."""
+    k = eps * 255
+    if abs(k - round(k)) < 1e-6 and eps > 0:
+        return f"{int(round(k))}/255"
+    return f"{eps:g}"
+
+
+# ----------------------------------------------------------------------------- the kinds
+
+
+class Target(NamedTuple):
+    """What a batch is attacked with: the model's forward, its estimator factory, a transfer source."""
+
+    fn: Callable  # logits_fn(x, key) of the evaluated model (judges every record)
+    make: Optional[Callable] = None  # make(surrogate, gradient) -> logits_fn (estimator ensemble)
+    source_fn: Optional[Callable] = None  # forward of the transfer source
+
+
+class Plan(NamedTuple):
+    """What an expansion needs besides the config: the suite-wide ε, EOT and draws."""
+
+    norm: str
+    eps: List[float]
+    main: float
+    eot: int
+    draws: int
+    stochastic: bool
+
+
+class Kind(NamedTuple):
+    """One attack kind of the suite (see the module docstring)."""
+
+    name: str  # as written in evaluate.attacks ("pgd<N>" matches pgd1, pgd10, ...)
+    function: str  # the jsnn function it runs (recorded)
+    expand: Callable[[str, Any, Plan], List[Dict[str, Any]]]
+    run: Callable
+    family: str = "point"  # "curve": over the ε list (plot lines, QTE); "point": one ε
+    box: Optional[str] = "white"  # "white" | "black" | None (neither, or both)
+    skip: Callable[[Dict[str, Any], Any, bool], Optional[str]] = lambda settings, ev, spiking: None
+    summarize: Callable[[Dict[str, np.ndarray], Dict[str, Any]], Dict[str, Any]] = lambda extra, rec: {}
+
+    def matches(self, token: str) -> bool:
+        return bool(_PGD.match(token)) if self.name == "pgd<N>" else token == self.name
+
+
+def _judged(fn, x_adv, y, key, draws):
+    return np.asarray(attacks.correct_draws(fn, x_adv, y, key, draws=draws)).sum(0), {}
+
+
+def _chunk(s):
+    return s.get("eot_chunk") or None
+
+
+def _run_clean(rec, t, x, y, key):
+    return _judged(t.fn, x, y, jax.random.split(key)[1], rec["settings"]["draws"])
+
+
+def _run_fgsm(rec, t, x, y, key):
+    s, (k_attack, k_judge) = rec["settings"], jax.random.split(key)
+    x_adv = attacks.fgsm(t.fn, x, y, k_attack, eps=rec["eps"], norm=s["norm"], eot=s["eot"], eot_chunk=_chunk(s))
+    return _judged(t.fn, x_adv, y, k_judge, s["draws"])
+
+
+def _run_pgd(rec, t, x, y, key):
+    s, (k_attack, k_judge) = rec["settings"], jax.random.split(key)
+    x_adv = attacks.pgd(t.fn, x, y, k_attack, eps=rec["eps"], norm=s["norm"], steps=s["steps"],
+                        step_size=s["step_size"] or None, restarts=s["restarts"], eot=s["eot"], eot_chunk=_chunk(s))
+    return _judged(t.fn, x_adv, y, k_judge, s["draws"])
+
+
+def _run_apgd(rec, t, x, y, key):
+    s, (k_attack, k_judge) = rec["settings"], jax.random.split(key)
+    x_adv = attacks.apgd(t.fn, x, y, k_attack, eps=rec["eps"], norm=s["norm"], steps=s["steps"],
+                         restarts=s["restarts"], loss=s["loss"], eot=s["eot"], eot_chunk=_chunk(s))
+    return _judged(t.fn, x_adv, y, k_judge, s["draws"])
+
+
+def _run_square(rec, t, x, y, key):
+    s, (k_attack, k_judge) = rec["settings"], jax.random.split(key)
+    x_adv = attacks.square(t.fn, x, y, k_attack, eps=rec["eps"], queries=s["queries"], eot=s["eot"])
+    return _judged(t.fn, x_adv, y, k_judge, s["draws"])
+
+
+def _run_autoattack(rec, t, x, y, key):
+    s = rec["settings"]
+    aa = attacks.autoattack(version=s["version"], norm=s["norm"], eot=s["eot"], steps=s["steps"],
+                            queries=s["queries"], draws=s["draws"], eot_chunk=_chunk(s))
+    _, info = aa(t.fn, x, y, key, eps=rec["eps"], full_output=True)
+    hits = np.rint(np.asarray(info["draw_accuracy"]) * s["draws"]).astype(np.int64)
+    extra = {"clean": np.asarray(info["clean"]), "majority": np.asarray(info["robust"])}
+    extra.update({f"stage:{k}": np.asarray(v) for k, v in info["stages"].items()})
+    return hits, extra
+
+
+def _sum_autoattack(extra, rec):
+    stages = {k.split(":", 1)[1]: v for k, v in extra.items() if k.startswith("stage:")}
+    return {"autoattack_log": attacks.autoattack_summary({"clean": extra["clean"], "stages": stages}),
+            "autoattack_majority_vote_accuracy": float(np.mean(extra["majority"]))}
+
+
+def _run_ensemble(rec, t, x, y, key):
+    s = rec["settings"]
+    ens = attacks.ensemble(attacks.pgd, [gradients_lib.parse(e) for e in s["estimators"]], t.make,
+                           draws=s["draws"], chunk=_chunk(s))
+    _, info = ens(t.fn, x, y, key, eps=rec["eps"], norm=s["norm"], steps=s["steps"], eot=s["eot"],
+                  eot_chunk=_chunk(s), full_output=True)
+    return np.asarray(info["robust"]).sum(0), {"per_estimator": np.asarray(info["correct"]).sum(1)}  # [E, B]
+
+
+def _sum_ensemble(extra, rec):
+    s = rec["settings"]
+    total = s["draws"] * extra["per_estimator"].shape[-1]
+    return {"per_estimator_accuracy": {gradients_lib.parse(e).name: float(h.sum() / total)
+                                       for e, h in zip(s["estimators"], extra["per_estimator"])}}
+
+
+def _run_transfer(rec, t, x, y, key):
+    s = rec["settings"]
+    tr = attacks.transfer(attacks.pgd, t.source_fn, draws=s["draws"])
+    _, info = tr(t.fn, x, y, key, eps=rec["eps"], norm=s["norm"], steps=s["steps"], full_output=True)
+    return np.asarray(info["correct"]).sum(0), {}
+
+
+def _one(name, eps, steps, eot, /, estimator="model", **settings):
+    return dict(name=name, eps=eps, steps=steps, eot=eot, estimator=estimator, settings=settings)
+
+
+def _pgd_settings(ev, steps, eot):
+    return dict(eot=eot, steps=steps, step_size=ev.pgd_step_size, restarts=ev.pgd_restarts,
+                eot_chunk=ev.eot_chunk if eot > 1 else 0)
+
+
+def _expand_pgd(token, ev, p):
+    n = int(_PGD.match(token).group(1))
+    return [_one(f"{token}-{p.norm}-eps{eps_label(e)}", e, n, p.eot, **_pgd_settings(ev, n, p.eot)) for e in p.eps]
+
+
+def _expand_apgd(token, ev, p):
+    return [_one(f"{token}-{p.norm}-eps{eps_label(p.main)}", p.main, ev.apgd_steps, p.eot, eot=p.eot,
+                 steps=ev.apgd_steps, restarts=ev.apgd_restarts, loss=token.split("-")[1], eot_chunk=ev.eot_chunk)]
+
+
+def _expand_autoattack(token, ev, p):
+    version = ev.autoattack_version if ev.autoattack_version != "auto" else ("rand" if p.stochastic else "standard")
+    eot = p.eot if p.stochastic else 1
+    return [_one(f"autoattack-{version}-{p.norm}-eps{eps_label(p.main)}", p.main, ev.apgd_steps, eot,
+                 version=version, steps=ev.apgd_steps, queries=ev.square_queries, eot=eot, eot_chunk=ev.eot_chunk)]
+
+
+def _expand_ensemble(token, ev, p):
+    specs = parse_list(ev.ensemble)
+    names = ", ".join(gradients_lib.parse(s).name for s in specs)
+    return [_one(f"ensemble-pgd{ev.ensemble_steps}-{p.norm}-eps{eps_label(p.main)}", p.main, ev.ensemble_steps,
+                 p.eot, estimator="worst of " + names, eot=p.eot, steps=ev.ensemble_steps, estimators=specs,
+                 eot_chunk=ev.eot_chunk)]
+
+
+def _expand_transfer(token, ev, p):
+    return [_one(f"transfer-pgd{ev.transfer_steps}-{p.norm}-eps{eps_label(p.main)}", p.main, ev.transfer_steps, 1,
+                 estimator="source: " + str(ev.transfer_from), steps=ev.transfer_steps, source=str(ev.transfer_from))]
+
+
+KINDS = (
+    Kind("clean", "jsnn.attacks.correct_draws", lambda token, ev, p: [_one("clean", 0.0, None, None)], _run_clean,
+         box=None),
+    Kind("fgsm", "jsnn.attacks.fgsm", lambda token, ev, p: [
+        _one(f"fgsm-{p.norm}-eps{eps_label(e)}", e, 1, p.eot, eot=p.eot, eot_chunk=ev.eot_chunk) for e in p.eps],
+        _run_fgsm, family="curve"),
+    Kind("pgd<N>", "jsnn.attacks.pgd", _expand_pgd, _run_pgd, family="curve"),
+    Kind("apgd-ce", "jsnn.attacks.apgd", _expand_apgd, _run_apgd),
+    Kind("apgd-dlr", "jsnn.attacks.apgd", _expand_apgd, _run_apgd),
+    Kind("square", "jsnn.attacks.square", lambda token, ev, p: [
+        _one(f"square-linf-eps{eps_label(p.main)}", p.main, ev.square_queries, p.eot, eot=p.eot,
+             queries=ev.square_queries)], _run_square, box="black",
+         skip=lambda s, ev, spiking: "implemented for linf only" if s["norm"] != "linf" else None),
+    Kind("autoattack", "jsnn.attacks.autoattack", _expand_autoattack, _run_autoattack, box=None,
+         skip=lambda s, ev, spiking: ("AutoAttack standard (FAB-T, Square) is implemented for linf only"
+                                      if s["version"] == "standard" and s["norm"] != "linf" else None),
+         summarize=_sum_autoattack),
+    Kind("ensemble", "jsnn.attacks.ensemble(jsnn.attacks.pgd, ...)", _expand_ensemble, _run_ensemble,
+         skip=lambda s, ev, spiking: None if spiking else "not a spiking model: one estimator only",
+         summarize=_sum_ensemble),
+    Kind("transfer", "jsnn.attacks.transfer(jsnn.attacks.pgd, source)", _expand_transfer, _run_transfer,
+         box="black", skip=lambda s, ev, spiking: None if s["source"] else "evaluate.transfer_from is empty"),
+)
+NAMES = tuple(k.name for k in KINDS)
+_BY_NAME = {k.name: k for k in KINDS}
+
+
+def kind(token: str) -> Kind:
+    """The kind that ``token`` (a name of ``evaluate.attacks``) selects; ``ValueError`` listing the known ones."""
+    for k in KINDS:
+        if k.matches(token):
+            return k
+    raise ValueError(f"evaluate.attacks: unknown attack {token!r}; allowed: {', '.join(NAMES)}")
+
+
+def check_attacks(tokens: List[str]) -> None:
+    """Every token names a kind (``pgd<N>`` with N ≥ 1), and there is at least one."""
+    if not tokens:
+        raise ValueError("evaluate.attacks: empty; allowed: " + ", ".join(NAMES))
+    for token in tokens:
+        kind(token)
+        if _PGD.match(token) and int(_PGD.match(token).group(1)) < 1:
+            raise ValueError(f"evaluate.attacks: {token!r} needs at least one step")
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+def plan(ev, *, stochastic: bool, spiking: bool) -> List[Dict[str, Any]]:
+    """The records the suite will produce, in order: the kinds of ``evaluate.attacks``, then the sanity records.
+
+    Each record: ``name, attack, kind, function, family, box, eps, eps_label, steps, eot, estimator, purpose,
+    settings`` (+ ``skip`` with the reason when it cannot run here).
+    """
+    p = Plan(norm=ev.norm, eps=parse_eps(ev), main=parse_number(ev.main_eps, "main_eps"),
+             eot=ev.eot or (20 if stochastic else 1), draws=ev.draws if stochastic else 1, stochastic=stochastic)
+    common = dict(norm=p.norm, draws=p.draws, num_examples=ev.num_examples, split=ev.split, seed=ev.seed,
+                  batch_size=ev.batch_size)
+    out = []
+
+    def add(k: Kind, token: str, one: Dict[str, Any], purpose: str = "suite"):
+        rec = dict(one, attack=token if k.name != "pgd<N>" else "pgd", kind=k.name, function=k.function,
+                   family=k.family,
+                   box=k.box, eps=float(one["eps"]), eps_label=eps_label(one["eps"]), purpose=purpose,
+                   settings=dict(common, **one["settings"]))
+        reason = k.skip(rec["settings"], ev, spiking)
+        if reason:
+            rec["skip"] = reason
+        out.append(rec)
+
+    tokens = parse_list(ev.attacks)
+    for token in tokens:
+        k = kind(token)
+        for one in k.expand(token, ev, p):
+            add(k, token, one)
+    n = max([int(_PGD.match(t).group(1)) for t in tokens if _PGD.match(t)] or [10])
+    pgd = kind("pgd10")
+    if stochastic and p.eot > 1:  # accuracy must not rise with EOT: the same PGD with one draw
+        add(pgd, "pgd", _one(f"pgd{n}-{p.norm}-eps{eps_label(p.main)}-eot1", p.main, n, 1,
+                             **_pgd_settings(ev, n, 1)), "sanity: eot")
+    if str(ev.large_eps).strip():
+        large = parse_number(ev.large_eps, "large_eps")
+        add(pgd, "pgd", _one(f"pgd{n}-{p.norm}-eps{eps_label(large)}-large", large, n, p.eot,
+                             **_pgd_settings(ev, n, p.eot)), "sanity: large eps")
+    return out
+
+
+def run_batch(rec: Dict[str, Any], target: Target, x, y, key):
+    """``(hits [B], extra)`` of record ``rec`` on one batch (its kind's ``run``)."""
+    return _BY_NAME[rec["kind"]].run(rec, target, x, y, key)
+
+
+def summarize(rec: Dict[str, Any], extra: Dict[str, np.ndarray]) -> Dict[str, Any]:
+    """The kind's extra record fields from its per-example arrays over all batches."""
+    return _BY_NAME[rec["kind"]].summarize(extra, rec)
