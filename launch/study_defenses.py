@@ -31,7 +31,7 @@ training): ``--num_epochs`` (training length), ``--num_examples`` (test images a
 from __future__ import annotations
 
 import csv
-import json
+import io as std_io
 import os
 import sys
 import time
@@ -92,15 +92,14 @@ def eval_overrides(*, num_examples: int, attacks: str = SUITE, apgd_steps: int =
 def run_row(run_dir: str):
     """``{column: accuracy}`` of one finished run (None if it is not finished, e.g. another shard is
     still evaluating it)."""
-    from jsnn import sweep
+    from jsnn import io, sweep
 
     if not sweep.is_finished(run_dir, evaluate=True):
         return None
-    res_path, rob_path = os.path.join(run_dir, "results.json"), os.path.join(run_dir, "robustness.json")
-    with open(res_path) as f:
-        row = {"clean (full test split)": float(json.load(f)["clean_accuracy"])}
-    with open(rob_path) as f:
-        rob = json.load(f)
+    hint = "delete it and rerun the study: the run resumes from its checkpoints and rewrites it"
+    res = io.read_json(os.path.join(run_dir, "results.json"), hint=hint)
+    row = {"clean (full test split)": float(res["clean_accuracy"])}
+    rob = io.read_json(os.path.join(run_dir, "robustness.json"), hint=hint)
     row["_eps"] = {}
     for name, rec in rob["records"].items():
         if rec.get("skip") or "accuracy" not in rec:
@@ -130,7 +129,7 @@ def _column_order(columns):
 
 def summarize(workdir: str, names, seeds):
     """Writes study.json / study.csv / study.md and the plots; returns the summary dict."""
-    from jsnn import sweep
+    from jsnn import io, sweep
 
     per_run, summary = {}, {}
     for name in names:
@@ -147,15 +146,15 @@ def summarize(workdir: str, names, seeds):
                          "eps": {c: e for r in rows.values() for c, e in r["_eps"].items()},
                          "possible_gradient_masking": [s for s, r in rows.items() if r["_masking"]],
                          "stats": {c: sweep.mean_std([r[c] for r in rows.values() if c in r]) for c in cols}}
-    with open(os.path.join(workdir, "study.json"), "w") as f:
-        json.dump({"summary": summary, "runs": per_run}, f, indent=2, sort_keys=True)
+    io.write_json(os.path.join(workdir, "study.json"), {"summary": summary, "runs": per_run})
     columns = _column_order({c for v in summary.values() for c in v["stats"]})
-    with open(os.path.join(workdir, "study.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["config", "seeds", "stochastic"] + [h for c in columns for h in (f"{c} mean", f"{c} std")])
-        for name, v in summary.items():
-            w.writerow([name, len(v["seeds"]), v["stochastic"]] +
-                       [x for c in columns for x in (v["stats"].get(c, (float("nan"),) * 3)[:2])])
+    buf = std_io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["config", "seeds", "stochastic"] + [h for c in columns for h in (f"{c} mean", f"{c} std")])
+    for name, v in summary.items():
+        w.writerow([name, len(v["seeds"]), v["stochastic"]] +
+                   [x for c in columns for x in (v["stats"].get(c, (float("nan"),) * 3)[:2])])
+    io.write_text(os.path.join(workdir, "study.csv"), buf.getvalue())
     eps_of = {c: e for v in summary.values() for c, e in v["eps"].items()}
 
     def header(c):
@@ -180,8 +179,7 @@ def summarize(workdir: str, names, seeds):
     lines.append("Accuracy in % (mean ± sample std over seeds) on the attacked test subset; \"clean (full test "
                  "split)\" is training's own evaluation. ⚠: a sanity check of jsnn.evaluate failed (possible "
                  "gradient masking) in some seed. (eot1): the same PGD without EOT; (large): the sanity PGD at ε=0.5.")
-    with open(os.path.join(workdir, "study.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    io.write_text(os.path.join(workdir, "study.md"), "\n".join(lines) + "\n")
     _plots(workdir, summary, columns)
     return summary
 
@@ -244,19 +242,20 @@ def run_study(workdir: str, names, seeds, *, num_epochs=None, overrides=None, sh
     t0 = time.time()
     for i, name in enumerate(names):
         logging.info("study config %d/%d: digits_%s (%.0fs so far)", i + 1, len(names), name, time.time() - t0)
-        # Round-robin over (config, seed) so that shards get mixed workloads.
-        mine = [s for j, s in enumerate(seeds) if (i * len(seeds) + j) % shard[1] == shard[0]]
+        # Round-robin over (config, seed) so that shards get mixed workloads; distillation students run on
+        # the shard that trains their ANN teacher (seed 0 of "ann"), after it, never before it exists.
+        owner = lambda k, j: (k * len(seeds) + j) % shard[1]  # noqa: E731
+        if name == "rsc_distill":
+            mine = list(seeds) if owner(names.index("ann"), 0) == shard[0] else []
+        else:
+            mine = [s for j, s in enumerate(seeds) if owner(i, j) == shard[0]]
         if not mine:
             continue
         evaluate = sweep.make_evaluate(overrides)
         report = sweep.run_sweep(configs[name], os.path.join(workdir, name), (), mine, evaluate=evaluate)
+        # A run finished under an earlier, smaller suite is not finished for run_sweep (sweep.is_finished
+        # compares the evaluation settings), so it is evaluated again there, inside its error handling.
         failed += [f"{name}/{r}" for r in report.failed]
-        # A run finished under an earlier, smaller suite counts as finished for the sweep; evaluating it
-        # again runs only the records it lacks (jsnn.evaluate resumes per record with equal settings).
-        for s in mine:
-            run_dir = os.path.join(workdir, name, f"seed={s}")
-            if f"seed={s}" in report.skipped:
-                evaluate(run_dir, configs[name])
     return failed
 
 

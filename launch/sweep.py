@@ -40,6 +40,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from launch import commands as cmd_lib
 from launch import common
 
 FLAGS = flags.FLAGS
@@ -109,9 +110,9 @@ def main(argv):
         commands = {}
         for r in runs:
             run_dir = os.path.join(workdir, r.name)
-            commands[r.name] = {"command": sweep.shell_command(sweep.train_command(config_file, run_dir, overrides, r))}
+            commands[r.name] = {"command": cmd_lib.shell_command(cmd_lib.train_command(config_file, run_dir, overrides, r))}
             if FLAGS.evaluate:
-                commands[r.name]["evaluate_command"] = sweep.shell_command(sweep.evaluate_command(run_dir,
+                commands[r.name]["evaluate_command"] = cmd_lib.shell_command(cmd_lib.evaluate_command(run_dir,
                                                                                                   eval_overrides))
         is_main = jax.process_index() == 0
         if not FLAGS.summarize_only:
@@ -119,9 +120,9 @@ def main(argv):
                 sweep.write_sweep_record(workdir, base, grid, seeds, commands)
             command_fn = eval_command_fn = None
             if FLAGS.isolate:
-                command_fn = lambda run, run_dir: sweep.train_command(config_file, run_dir, overrides, run)
+                command_fn = lambda run, run_dir: cmd_lib.train_command(config_file, run_dir, overrides, run)
                 if FLAGS.evaluate:
-                    eval_command_fn = lambda run, run_dir: sweep.evaluate_command(run_dir, eval_overrides)
+                    eval_command_fn = lambda run, run_dir: cmd_lib.evaluate_command(run_dir, eval_overrides)
                     evaluate = None
             report = sweep.run_sweep(base, workdir, grid, seeds, shard=shard, evaluate=evaluate,
                                      command_fn=command_fn, eval_command_fn=eval_command_fn,

@@ -204,22 +204,3 @@ def test_study_summary_from_run_files(tmp_path):
     assert "| vanilla | 2 | 99.0 ± 1.4 |" in table and "pgd20-linf ε=0.2" in table
     assert "| rsc (stoch.) ⚠ | 1 | 96.0 |" in table
     assert (tmp_path / "tradeoff.png").exists() and (tmp_path / "accuracy_vs_eps.png").exists()
-
-
-def test_study_reevaluates_runs_finished_under_a_smaller_suite(tmp_path, monkeypatch):
-    """A run the sweep skips (finished under an earlier suite) is evaluated again, so the study's new
-    attacks reach it; runs the sweep just evaluated are not evaluated twice."""
-    from jsnn import sweep
-    from launch import study_defenses
-
-    calls = []
-    monkeypatch.setattr(sweep, "make_evaluate", lambda overrides: lambda run_dir, config: calls.append(run_dir))
-
-    def fake_run_sweep(config, workdir, grid, seeds, *, evaluate):
-        evaluate(f"{workdir}/seed={seeds[0]}", config)  # the sweep evaluates its first seed itself
-        return sweep.SweepReport([f"seed={seeds[0]}"], [f"seed={seeds[0]}"], [f"seed={s}" for s in seeds[1:]], [])
-
-    monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep)
-    failed = study_defenses.run_study(str(tmp_path), ["vanilla"], (0, 1, 2), overrides={})
-    assert failed == []
-    assert calls == [f"{tmp_path}/vanilla/seed={s}" for s in (0, 1, 2)]

@@ -25,7 +25,8 @@ WITH_EXAMPLES = ("jsnn.attacks", "jsnn.attacks.apgd", "jsnn.attacks.autoattack",
                  "jsnn.evaluate.sanity", "jsnn.evaluate.settings", "jsnn.evaluate.suite", "jsnn.layers",
                  "jsnn.models", "jsnn.models.base",
                  "jsnn.models.resnet", "jsnn.models.small", "jsnn.models.vgg", "jsnn.neuron", "jsnn.parallel",
-                 "jsnn.surrogate", "jsnn.sweep", "jsnn.train")
+                 "jsnn.surrogate", "jsnn.sweep", "jsnn.sweep.grid", "jsnn.sweep.runner", "jsnn.sweep.summary",
+                 "jsnn.train")
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from jsnn import sweep
+from launch import commands
 from launch.configs import default
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -108,11 +109,11 @@ def test_run_config_sets_values_and_seed_on_a_copy(config):
 
 def test_train_command_reproduces_one_run(config):
     (run,) = sweep.expand(sweep.parse_grid("model.T=8;model.remat=true", config), [2])
-    cmd = sweep.train_command("launch/configs/default.py", "/w/x", [("train.num_steps", 5)], run)
+    cmd = commands.train_command("launch/configs/default.py", "/w/x", [("train.num_steps", 5)], run)
     assert cmd[:3] == [sys.executable, "-m", "launch.train"]
     assert cmd[3:] == ["--config=launch/configs/default.py", "--workdir=/w/x", "--config.train.num_steps=5",
                        "--config.model.T=8", "--config.model.remat=true", "--config.seed=2"]
-    assert sweep.shell_command(cmd).startswith("python -m launch.train ")
+    assert commands.shell_command(cmd).startswith("python -m launch.train ")
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -280,6 +281,44 @@ def test_evaluation_runs_once_per_trained_run(tmp_path, config):
     assert report.evaluated == ["seed=1"] and evaluated[-1] == 1 and not log  # interrupted evaluation resumes
     rows = sweep.write_summary(workdir, (), [0, 1], plots=False)
     assert rows[0].stats["pgd10-linf-eps8/255"] == (0.25, 0.0, 2)
+
+
+def test_runs_finished_under_a_smaller_suite_are_evaluated_again(tmp_path, config):
+    """A run the sweep would skip (complete under an earlier, smaller suite) is evaluated again by run_sweep
+    itself, inside its error handling; a run complete under the settings asked for now is skipped.
+    (Moved from tests/test_configs_defenses.py: the study now relies on run_sweep for this.)"""
+    workdir = str(tmp_path)
+    sweep.run_sweep(config, workdir, (), [0, 1, 2], train_fn=_fake_train([]))
+    small, large = {"attacks": "clean"}, {"attacks": "clean,pgd20"}
+    for s in (0, 1, 2):
+        (tmp_path / f"seed={s}" / "robustness.json").write_text(json.dumps(dict(_robustness(0.2, 0.2), settings=small)))
+    (tmp_path / "seed=1" / "robustness.json").write_text(json.dumps(dict(_robustness(0.2, 0.2), settings=large)))
+    calls = []
+
+    def evaluate(run_dir, cfg):
+        calls.append(run_dir)
+        if cfg.seed == 2:
+            raise RuntimeError("evaluation broke")
+
+    evaluate.settings = lambda cfg: large
+    report = sweep.run_sweep(config, workdir, (), [0, 1, 2], evaluate=evaluate, train_fn=_fake_train([]))
+    assert calls == [os.path.join(workdir, "seed=0"), os.path.join(workdir, "seed=2")]
+    assert report.skipped == ["seed=1"] and report.evaluated == ["seed=0"] and report.failed == ["seed=2"]
+    assert "evaluation broke" in (tmp_path / "seed=2" / "error.txt").read_text()
+
+
+def test_a_damaged_results_file_is_rebuilt_not_fatal(tmp_path, config):
+    """Issue 15: one damaged results.json does not stop the sweep; it is moved aside and the run redone."""
+    workdir = str(tmp_path)
+    sweep.run_sweep(config, workdir, (), [0, 1], train_fn=_fake_train([]))
+    (tmp_path / "seed=0" / "results.json").write_text('{"clean_accuracy": 0.4,')
+    log = []
+    report = sweep.run_sweep(config, workdir, (), [0, 1], train_fn=_fake_train(log))
+    assert [s for _, s in log] == [0] and report.trained == ["seed=0"] and report.skipped == ["seed=1"]
+    assert (tmp_path / "seed=0" / "results.json.damaged").exists()
+    (tmp_path / "seed=1" / "results.json").write_text("{")
+    with pytest.raises(ValueError, match=r"seed=1/results.json: damaged JSON.*rerun the sweep"):
+        sweep.run_metrics(str(tmp_path / "seed=1"))
 
 
 def test_isolated_runs_execute_their_command(tmp_path, config):
