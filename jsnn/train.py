@@ -188,10 +188,23 @@ def _check_resumable(workdir: str, config_dict: Dict[str, Any]) -> None:
 
 
 def _truncate_metrics(path: str, last_step: int) -> None:
-    """Drops metric lines logged after the restored checkpoint (they will be logged again)."""
+    """Drops metric lines logged after the restored checkpoint (they will be logged again).
+
+    A damaged *last* line (a kill while it was written) is dropped too: a metrics line is written before
+    its step's checkpoint, so it belongs to a step after ``last_step``. A damaged earlier line is an error.
+    """
     if not os.path.exists(path):
         return
-    rows = io.read_jsonl(path, hint="delete it; the run's checkpoints are intact and training resumes")
+    with open(path) as f:
+        lines = [ln for ln in f.read().split("\n") if ln.strip()]
+    hint = "delete it; the run's checkpoints are intact and training resumes"
+    try:
+        json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        logging.warning("%s: dropping a half-written last line (the run was killed while logging)", path)
+        lines = lines[:-1]
+    io.write_text(path, "".join(ln + "\n" for ln in lines))
+    rows = io.read_jsonl(path, hint=hint)
     kept = [r for r in rows if r.get("step", 0) <= last_step]
     if len(kept) != len(rows):
         io.write_jsonl(path, kept)
