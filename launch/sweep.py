@@ -43,6 +43,9 @@ from ml_collections import config_flags
 from launch import commands as cmd_lib
 from launch import common
 
+if __name__ == "__main__":  # before the config flag parses argv (a bad file or field would raise a traceback)
+    common.check_config_argv(sys.argv)
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Base experiment config file (launch/configs/*.py).",
                                 lock_config=True)

@@ -409,3 +409,17 @@ def test_sweep_end_to_end_skip_shard_and_resume(tmp_path):
     assert "trained" not in out and (part / "summary.csv").read_text() == (full / "summary.csv").read_text()
     bad = _sweep(part, cache, "--grid=defense.lam=0.1")
     assert bad.returncode == 2 and "unknown config field 'defense.lam'" in bad.stderr
+
+
+@pytest.mark.parametrize("flag, parts", [
+    ("--config.model.typo=1", ["--config.model.typo", "'typo'", "allowed: T,"]),
+    ("--config.model.kwargs.bogus=1", ["--config.model.kwargs.bogus", "'bogus'", "model.kwargs"]),
+    ("--grid=model.kwargs.bogus=1,2", ["unknown config field 'model.kwargs.bogus'"]),
+])
+def test_unknown_fields_through_the_sweep_are_one_line(tmp_path, flag, parts):
+    proc = subprocess.run([sys.executable, "-m", "launch.sweep", "--config=launch/configs/default.py",
+                           f"--workdir={tmp_path}", flag], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert all(p in line for p in parts), line
+    assert not os.listdir(tmp_path)  # nothing started
