@@ -166,3 +166,16 @@ def test_user_errors_are_one_line(workdir, tmp_path):
     _one_line(_cli(f"--workdir={damaged}", *small, "--output=x.json"), "training has not finished", "--step=2")
     _one_line(_cli(f"--workdir={damaged}", *small, "--output=x.json", "--step=7"), "7")
     _one_line(_cli(f"--workdir={tmp_path / 'nowhere'}", *small), "config.json")
+
+
+def test_non_finite_parameters_are_refused(workdir, monkeypatch):
+    import jax
+
+    from jsnn import checkpoint
+
+    run = checkpoint.load_run(workdir)
+    bad = jax.tree.map(lambda a: a * float("nan"), run.variables)
+    monkeypatch.setattr(checkpoint, "load_run", lambda w, step=None: run._replace(variables=bad))
+    with pytest.raises(ValueError, match=r"parameters are not finite.*diverged"):
+        certify_lib.certify_workdir(workdir, num_images=1, output="nan.json", **SMALL)
+    assert not os.path.exists(os.path.join(workdir, "nan.json"))
