@@ -113,7 +113,8 @@ def main(argv):
         commands = {}
         for r in runs:
             run_dir = os.path.join(workdir, r.name)
-            commands[r.name] = {"command": cmd_lib.shell_command(cmd_lib.train_command(config_file, run_dir, overrides, r))}
+            train_cmd = cmd_lib.train_command(config_file, run_dir, overrides, r)
+            commands[r.name] = {"command": cmd_lib.shell_command(train_cmd)}
             if FLAGS.evaluate:
                 commands[r.name]["evaluate_command"] = cmd_lib.shell_command(cmd_lib.evaluate_command(run_dir,
                                                                                                   eval_overrides))

@@ -185,7 +185,8 @@ def run_sweep(base_config, workdir: str, grid: Grid = (), seeds: Sequence[int] =
     for d, c in zip(dirs, configs):
         check_same_config(d, c)
     wants_eval = evaluate is not None or eval_command_fn is not None
-    done = _broadcast_flags(np.array([[os.path.exists(os.path.join(d, RESULTS)), is_finished(d, evaluate or wants_eval, c)]
+    done = _broadcast_flags(np.array([[os.path.exists(os.path.join(d, RESULTS)),
+                                       is_finished(d, evaluate or wants_eval, c)]
                                       for d, c in zip(dirs, configs)], bool).reshape(len(dirs), 2))
     report = SweepReport([], [], [], [])
     todo = [i for i in range(len(runs)) if not done[i, 1]]
