@@ -132,7 +132,10 @@ def num_classes(logits_fn, x, key) -> int:
     return per_fn[sig]
 
 
-def check_inputs(x, y, key=None, logits_fn=None):
+_UNSET = object()
+
+
+def check_inputs(x, y, key=_UNSET, logits_fn=None):
     """Validates images ``x`` ``[B, ...]`` (floating, finite, in [0, 1]), labels ``y`` ``[B]`` (integer).
 
     With ``key`` the key is checked (:func:`check_key`); with ``logits_fn`` (and ``key``) the
@@ -154,7 +157,7 @@ def check_inputs(x, y, key=None, logits_fn=None):
     if y.shape != x.shape[:1] or not jnp.issubdtype(y.dtype, jnp.integer):
         raise ValueError(f"attack y: expected integer labels of shape {x.shape[:1]}, got shape {y.shape} "
                          f"dtype {y.dtype}")
-    if key is not None:
+    if key is not _UNSET:
         check_key(key)
     if _concrete(x) and x.size:
         xs = np.asarray(x)  # numpy: concrete arrays inside someone else's trace stay concrete
@@ -167,7 +170,7 @@ def check_inputs(x, y, key=None, logits_fn=None):
     if _concrete(y) and y.size:
         ys = np.asarray(y)
         lo, hi = int(ys.min()), int(ys.max())
-        classes = num_classes(logits_fn, x, key) if logits_fn is not None and key is not None else None
+        classes = num_classes(logits_fn, x, key) if logits_fn is not None and key is not _UNSET else None
         if lo < 0 or (classes is not None and hi >= classes):
             allowed = f"[0, {classes})" if classes is not None else ">= 0"
             raise ValueError(f"attack y: labels in [{lo}, {hi}]; allowed: {allowed}")
