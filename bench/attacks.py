@@ -300,7 +300,8 @@ def main():
     _, info = autoattack(version="rand", batch_size=B)(fn, x_all[:n], y_all[:n], key, eps=eps, full_output=True)
     total = time.perf_counter() - t0
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in info["seconds"].items())
-    accs = ", ".join(f"{k} {v:.4f}" for k, v in summary(info).items())
+    log = summary(info)
+    accs = ", ".join(f"{k} {v:.4f}" for k, v in log.items())
     print(f"\nAutoAttack-rand (APGD-CE + APGD-DLR, 100 it., EOT 20, 10 judging draws), {n} test images, "
           f"batch {B}: {total:.1f} s incl. compilation ({n / total:.2f} images/s)")
     print(f"  stages: {stages}")
@@ -320,11 +321,11 @@ def main():
         xs, ys = x_all[:m], y_all[:m]
         first_s, med_s, _ = common.timed(lambda: apgd(rsc, xs, ys, key, eps=eps, steps=100, loss="ce", eot=20), 1,
                                   warmup=0)
-        est = med_s / m * x_all.shape[0] * (res.log["clean"] + res.log["apgd-ce"])
+        est = med_s / m * x_all.shape[0] * (log["clean"] + log["apgd-ce"])
         print(f"\nAPGD-CE-100, EOT 20, RSC-coded model (σ=0.05), {m} images: {m / med_s:.2f} images/s "
               f"(median {med_s:.1f} s, first {first_s:.1f} s)")
         print(f"  EXTRAPOLATED AutoAttack-rand on the full split of such a model: ≈ {est:.0f} s "
-              f"(APGD-CE on the {res.log['clean']:.0%} clean-correct, APGD-DLR on the {res.log['apgd-ce']:.0%} left "
+              f"(APGD-CE on the {log['clean']:.0%} clean-correct, APGD-DLR on the {log['apgd-ce']:.0%} left "
               f"as measured above; compilation excluded)")
 
 
