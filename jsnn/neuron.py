@@ -59,6 +59,7 @@ class NeuronConfig(NamedTuple):
         ``None`` = :func:`default_surrogate` of the kind.
       gradient: ``"bptt"`` (through time) or ``"bptr"`` (through the rate).
       remat: recompute each step in the backward pass (memory flat in T for the state).
+      unroll: unroll the time loop (faster for small T on CPU; see :func:`scan`).
 
     Example:
         >>> from jsnn.neuron import DLIF, IF, LIF
@@ -83,6 +84,7 @@ class NeuronConfig(NamedTuple):
     surrogate: Optional[Surrogate] = None
     gradient: str = "bptt"
     remat: bool = False
+    unroll: bool = False
 
     def check(self, where: str = "model.") -> "NeuronConfig":
         """Validates the fields (traced values are skipped) with one line naming the field.
@@ -189,15 +191,20 @@ def make_step(charge: Callable, *, v_threshold: float, v_reset: Optional[float],
 # ----------------------------------------------------------------------------- scan
 
 
-def scan(step, x_seq, v0, *, remat: bool = False, gradient: str = "bptt", return_trace: bool = False):
+def scan(step, x_seq, v0, *, remat: bool = False, gradient: str = "bptt", return_trace: bool = False,
+         unroll: bool = False):
     """Runs ``step`` over the time axis of ``x_seq`` from ``v0``; BPTR replaces the backward.
+
+    ``unroll`` unrolls the time loop fully (``lax.scan(unroll=True)``): for short T on CPU the
+    loop overhead dominates (digits, T = 4: 1.4–1.8× training steps/s, measured A/B on a loaded
+    machine); XLA then fuses across steps, so floats may differ in the last bits.
 
     Returns the spikes ``[T, ...]`` (or the whole :class:`Trace`).
     """
     body = jax.checkpoint(step) if remat else step
     if gradient == "bptr":
         x_const = jax.lax.stop_gradient(x_seq)
-        _, trace = jax.lax.scan(body, v0, x_const)
+        _, trace = jax.lax.scan(body, v0, x_const, unroll=unroll)
         trace = jax.lax.stop_gradient(trace)
         rate = trace.spikes.mean(0)
         x_bar = x_seq.mean(0)
@@ -205,7 +212,7 @@ def scan(step, x_seq, v0, *, remat: bool = False, gradient: str = "bptt", return
         surrogate_path = jnp.where(rate > 0, x_bar - jax.lax.stop_gradient(x_bar), 0.0)
         trace = trace._replace(spikes=trace.spikes + surrogate_path[None])
     else:
-        _, trace = jax.lax.scan(body, v0, x_seq)
+        _, trace = jax.lax.scan(body, v0, x_seq, unroll=unroll)
     return trace if return_trace else trace.spikes
 
 
@@ -241,7 +248,7 @@ def run(cfg: NeuronConfig, x_seq, *, gain=None, surrogate: Optional[Surrogate] =
     step = make_step(charge, v_threshold=cfg.v_threshold, v_reset=cfg.v_reset, detach_reset=cfg.detach_reset,
                      surrogate=default_surrogate(cfg) if surrogate is None else surrogate)
     v0 = jnp.full(x_seq.shape[1:], 0.0 if cfg.v_reset is None else cfg.v_reset, x_seq.dtype)
-    trace = scan(step, x_seq, v0, remat=cfg.remat, gradient=cfg.gradient, return_trace=True)
+    trace = scan(step, x_seq, v0, remat=cfg.remat, gradient=cfg.gradient, return_trace=True, unroll=cfg.unroll)
     return trace._replace(current=x_seq) if return_trace else trace.spikes
 
 

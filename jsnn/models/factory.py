@@ -48,6 +48,7 @@ def neuron_config(model_cfg) -> NeuronConfig:
         gradient=cfg_lib.check_choice(cfg_lib.get(model_cfg, "spike_gradient", "bptt"), "model.spike_gradient",
                                       GRADIENTS),
         remat=bool(cfg_lib.get(model_cfg, "remat", False)),
+        unroll=bool(cfg_lib.get(model_cfg, "unroll", False)),
     )
     return cfg.check("model.")
 
@@ -75,7 +76,8 @@ def dataset_info(config) -> data_lib.DatasetInfo:
 
 
 MODEL_FIELDS = ("name", "T", "neuron", "tau", "leak", "v_threshold", "reset", "v_reset", "decay_input",
-                "detach_reset", "surrogate", "surrogate_width", "spike_gradient", "remat", "encoder", "kwargs")
+                "detach_reset", "surrogate", "surrogate_width", "spike_gradient", "remat", "unroll", "encoder",
+                "kwargs")
 
 
 def _check_kwargs(name: str, extra: dict) -> None:
