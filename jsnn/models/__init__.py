@@ -1,4 +1,10 @@
-"""Model registry: models are chosen by name in the config (``config.model.name``)."""
+"""Model registry: models are chosen by name in the config (``config.model.name``).
+
+Example:
+    >>> from jsnn import models
+    >>> [name for name in sorted(models.MODELS) if name.startswith("digits")]
+    ['digits_conv', 'digits_mlp']
+"""
 
 from __future__ import annotations
 
