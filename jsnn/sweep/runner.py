@@ -58,7 +58,12 @@ def is_finished(run_dir: str, evaluate=False, config=None) -> bool:
         return True
     wanted = getattr(evaluate, "settings", None)
     settings = wanted(config) if callable(wanted) and config is not None else None
-    return evaluation_complete(os.path.join(run_dir, ROBUSTNESS), settings)
+    if not evaluation_complete(os.path.join(run_dir, ROBUSTNESS), settings):
+        return False
+    # An evaluation of another model (an older checkpoint, a retrained run) is not this run's.
+    trained = (_read_results(run_dir) or {}).get("fingerprint")
+    measured = io.read_json(os.path.join(run_dir, ROBUSTNESS)).get("fingerprint")
+    return trained is None or measured == trained
 
 
 def check_same_config(run_dir: str, config) -> None:
