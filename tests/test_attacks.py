@@ -565,3 +565,13 @@ def test_traced_inputs_pass_the_boundary_unchecked():
     f, x, y = _bad_input_case()
     out = jax.jit(lambda xx, yy, k: attacks.fgsm(f, xx, yy, k, eps=0.1))(x, y, KEY)
     assert out.shape == x.shape
+
+
+def test_pgd_unrolled_loop_gives_the_rolled_result_bitwise():
+    f, x, y = _bad_input_case()
+    rolled = attacks.pgd(f, x, y, KEY, eps=0.1, steps=4, unroll=1, full_output=True)
+    for unroll in (None, 2, 4):
+        chex.assert_trees_all_equal(attacks.pgd(f, x, y, KEY, eps=0.1, steps=4, unroll=unroll, full_output=True),
+                                    rolled)
+    with pytest.raises(ValueError, match=r"^attack unroll"):
+        attacks.pgd(f, x, y, KEY, eps=0.1, unroll=0)

