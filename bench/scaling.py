@@ -33,7 +33,7 @@ def child(config_name: str, batch: int, steps: int, repeats: int, warmup: int) -
     import jax
     import numpy as np
 
-    from jsnn import defenses, models, parallel, train
+    from jsnn import defenses, losses, models, parallel, train
 
     config = importlib.import_module(f"launch.configs.{config_name}").get_config()
     if batch:
@@ -43,7 +43,7 @@ def child(config_name: str, batch: int, steps: int, repeats: int, warmup: int) -
     model = models.from_config(config)
     setup = defenses.from_config(config, model)
     optimizer = train.make_optimizer(config.optim, config.train.num_steps, setup.param_transform)
-    loss_fn = setup.loss_transform(train.cross_entropy_loss_fn(model))
+    loss_fn = setup.loss_transform(losses.cross_entropy_loss_fn(model))
     mesh = parallel.data_mesh()
     parallel.check_divisible(config.data.batch_size, mesh)
     step = train.make_train_step(loss_fn, optimizer, mesh)

@@ -57,14 +57,14 @@ def bench_jsnn(config, steps: int, repeats: int, seed: int = 0):
     import jax
     import numpy as np
 
-    from jsnn import models, train
+    from jsnn import losses, models, train
 
     model = models.from_config(config)
     info = models.dataset_info(config)
     batch = config.data.batch_size
     optimizer = train.make_optimizer(config.optim, 1000)
     state = train.init_state(config, model, optimizer, jax.random.key(seed))
-    step = train.make_train_step(train.cross_entropy_loss_fn(model), optimizer)
+    step = train.make_train_step(losses.cross_entropy_loss_fn(model), optimizer)
     rng = np.random.default_rng(0)
     batch_ = jax.device_put({"image": rng.random((batch,) + tuple(info.image_shape), np.float32),
                              "label": rng.integers(0, info.num_classes, batch).astype(np.int32)})

@@ -33,8 +33,7 @@ from jsnn import checkpoint
 from jsnn import config as cfg_lib
 from jsnn import data as data_lib
 from jsnn import defenses as defenses_lib
-from jsnn import io, models, parallel
-from jsnn.defenses import base as defense_base
+from jsnn import io, losses, models, parallel
 
 
 
@@ -100,42 +99,15 @@ def make_optimizer(optim_cfg, num_steps: int,
 # ----------------------------------------------------------------------------- loss and steps
 
 
-def cross_entropy_loss_fn(model: nn.Module):
-    """The vanilla loss ``loss_fn(params, model_state, batch, key) -> (loss, (model_state, metrics))``.
-
-    Mean softmax cross-entropy of the time-averaged logits; BatchNorm in train mode.
-
-    Example:
-        >>> import jax, jax.numpy as jnp, math
-        >>> from jsnn import get_model
-        >>> from jsnn.train import cross_entropy_loss_fn
-        >>> model, x = get_model("digits_mlp", hidden=(8,), T=2), jnp.zeros((4, 8, 8, 1))
-        >>> variables = jax.jit(model.init)(jax.random.key(0), x)
-        >>> params = variables.pop("params")
-        >>> params = jax.tree.map(jnp.zeros_like, params)  # zero weights: uniform logits
-        >>> loss, (state, metrics) = cross_entropy_loss_fn(model)(
-        ...     params, variables, {"image": x, "label": jnp.arange(4)}, jax.random.key(1))
-        >>> round(float(loss), 4) == round(math.log(10), 4), sorted(metrics)  # CE of uniform over 10 classes
-        (True, ['accuracy', 'loss'])
-    """
-
-    def loss_fn(params, model_state, batch, key):
-        logits, new_state = defense_base.train_forward(model, params, model_state, batch["image"], key)
-        loss = defense_base.cross_entropy(logits, batch["label"]).mean()
-        return loss, (new_state, {"loss": loss, "accuracy": defense_base.accuracy(logits, batch["label"])})
-
-    return loss_fn
-
-
 def make_train_step(loss_fn, optimizer: optax.GradientTransformation, mesh=None):
     """A jitted ``(state, batch, key) -> (state, metrics)``; state and metrics replicated over ``mesh``."""
 
     def train_step(state: TrainState, batch, key):
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, (model_state, metrics)), grads = grad_fn(state.params, state.model_state, batch, key)
+        (loss, (model_state, aux)), grads = grad_fn(state.params, state.model_state, batch, key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
+        metrics = dict(aux["metrics"], loss=loss, grad_norm=optax.tree.norm(grads))
         return state.replace(step=state.step + 1, params=params, model_state=model_state,
                              opt_state=opt_state), metrics
 
@@ -148,7 +120,7 @@ def make_eval_step(model: nn.Module):
 
     def eval_step(variables, images, labels, mask, key):
         logits = models.logits_fn(model, variables)(images, key)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        loss = losses.cross_entropy(logits, labels)
         return jnp.sum((jnp.argmax(logits, -1) == labels) & mask), jnp.sum(jnp.where(mask, loss, 0.0))
 
     return jax.jit(eval_step)
@@ -289,7 +261,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
 
     num_steps = total_steps(config)
     optimizer = make_optimizer(config.optim, num_steps, setup.param_transform)
-    loss_fn = setup.loss_transform(cross_entropy_loss_fn(model))
+    loss_fn = setup.loss_transform(losses.cross_entropy_loss_fn(model))
     mesh = parallel.data_mesh()
     parallel.check_divisible(data_lib.read_config(config.data).batch_size, mesh)
     train_step = make_train_step(loss_fn, optimizer, mesh)

@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from jsnn import data as data_lib
-from jsnn import checkpoint, defenses, models, train
+from jsnn import checkpoint, defenses, losses, models, train
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "launch", "configs")
 DIGITS = ["vanilla", "at", "trades", "noise", "sr", "sr_at", "rsnn", "rat", "rsc", "poisson", "mfdv", "ann",
@@ -123,7 +123,7 @@ def test_cifar_recipe_takes_one_step_on_mock_data(name, mock_cifar):
     model = models.from_config(config)
     setup = defenses.from_config(config, model)
     optimizer = train.make_optimizer(config.optim, 10, setup.param_transform)
-    step = train.make_train_step(setup.loss_transform(train.cross_entropy_loss_fn(model)), optimizer)
+    step = train.make_train_step(setup.loss_transform(losses.cross_entropy_loss_fn(model)), optimizer)
     state = train.init_state(config, model, optimizer, jax.random.key(0))
     batch = next(data_lib.train_batches(config.data, config.seed))
     assert batch["image"].shape == (2, 32, 32, 3)
@@ -160,10 +160,11 @@ def test_digits_mfdv_and_distillation_through_the_launcher(tmp_path):
     student = short(_load("digits_rsc_distill").get_config())
     student.defense.distill.teacher_workdir = str(tmp_path / "ann")
     model = models.from_config(student)
-    loss_fn = defenses.from_config(student, model).loss_transform(train.cross_entropy_loss_fn(model))
+    loss_fn = defenses.from_config(student, model).loss_transform(losses.cross_entropy_loss_fn(model))
     state = train.init_state(student, model, optax.sgd(0.1), jax.random.key(0))
     batch = next(data_lib.train_batches(student.data, 0))
-    _, (_, metrics) = jax.jit(loss_fn)(state.params, state.model_state, batch, jax.random.key(1))
+    _, (_, aux) = jax.jit(loss_fn)(state.params, state.model_state, batch, jax.random.key(1))
+    metrics = aux["metrics"]
     assert float(metrics["distill_kl"]) > 0
     student.defense.distill.teacher_workdir = str(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="no config.json"):

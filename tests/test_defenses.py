@@ -28,7 +28,8 @@ from jsnn.defenses.sparse_gradient import finite_difference, strongest_wrong_cla
 from jsnn.defenses.stability import forward_with_current, mppd_penalty, mppd_trace
 from jsnn.defenses.trades import craft_kl
 from jsnn.layers import DLIF
-from jsnn.train import cross_entropy_loss_fn
+from jsnn.losses import cross_entropy_loss_fn, kl_divergence
+from jsnn.models.base import train_forward
 
 
 @pytest.fixture
@@ -57,7 +58,7 @@ def _recording_loss(record):
     def loss_fn(params, model_state, batch, key):
         record.append(batch)
         loss = jnp.mean(batch["image"]) + 0.0 * jax.tree.leaves(params)[0].sum()
-        return loss, (model_state, {"accuracy": jnp.float32(0.5)})
+        return loss, (model_state, {"metrics": {"accuracy": jnp.float32(0.5)}})
 
     return loss_fn
 
@@ -175,7 +176,8 @@ def test_sr_transform_adds_lambda_times_penalty(tiny):
     key = jax.random.key(5)
     lam = 0.3
     loss_fn = defenses.sparse_gradient(model, lam=lam)(inner)
-    (loss, (_, metrics)), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params, state, batch, key)
+    (loss, (_, aux)), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params, state, batch, key)
+    metrics = aux["metrics"]
     k_loss, _ = jax.random.split(key)
     base_loss = jax.jit(inner)(params, state, batch, k_loss)[0]
     np.testing.assert_allclose(float(loss), float(base_loss) + lam * float(metrics["sr_penalty"]), rtol=1e-5)
@@ -232,7 +234,8 @@ def test_mppd_transform_combines_terms(tiny):
     np.testing.assert_allclose(float(jax.jit(fn1)(params, state, batch, key)[0]), clean, rtol=1e-6)
     for pert in ("gaussian", "rfgsm"):
         fn = defenses.membrane_stability(model, rho=2.0, perturbation=pert)(inner)
-        (loss, (_, m)), grads = jax.jit(jax.value_and_grad(fn, has_aux=True))(params, state, batch, key)
+        (loss, (_, aux)), grads = jax.jit(jax.value_and_grad(fn, has_aux=True))(params, state, batch, key)
+        m = aux["metrics"]
         np.testing.assert_allclose(float(loss), 0.5 * clean + 0.5 * float(m["rsnn_pert_loss"])
                                    + 2.0 * float(m["rsnn_penalty"]), rtol=1e-5)
         assert float(m["rsnn_penalty"]) > 0
@@ -348,7 +351,8 @@ def test_adversarial_training_mix_and_gradient_stops_at_x_adv(tiny):
     inner = cross_entropy_loss_fn(model)
     key = jax.random.key(8)
     fn = defenses.adversarial_training(model, attack="fgsm", eps=0.05, mix=0.25)(inner)
-    loss, (_, m) = jax.jit(fn)(params, state, batch, key)
+    loss, (_, aux) = jax.jit(fn)(params, state, batch, key)
+    m = aux["metrics"]
     np.testing.assert_allclose(float(loss), 0.75 * float(m["at_clean_loss"]) + 0.25 * float(m["at_adv_loss"]),
                                rtol=1e-6)
     fn1 = defenses.adversarial_training(model, attack="rfgsm", eps=0.05)(inner)
@@ -368,13 +372,14 @@ def test_trades_kl_attack_and_loss(tiny):
     x = batch["image"]
     x_adv = craft_kl(logits_fn, x, jax.random.key(0), eps=0.1, step_size=0.03, steps=5)
     assert float(jnp.max(jnp.abs(x_adv - x))) <= 0.1 + 1e-6
-    kl = lambda xa: float(base.kl_divergence(smooth(x), smooth(xa)).mean())
+    kl = lambda xa: float(kl_divergence(smooth(x), smooth(xa)).mean())
     start = jnp.clip(x + 0.001 * jax.random.normal(jax.random.split(jax.random.key(0))[0], x.shape), 0, 1)
     assert kl(x_adv) > 100 * kl(start)
     inner = cross_entropy_loss_fn(model)
     key = jax.random.key(2)
     fn = defenses.trades(model, beta=3.0, eps=0.1, step_size=0.03, steps=2)(inner)
-    loss, (_, m) = jax.jit(fn)(params, state, batch, key)
+    loss, (_, aux) = jax.jit(fn)(params, state, batch, key)
+    m = aux["metrics"]
     _, k_loss, _ = jax.random.split(key, 3)
     np.testing.assert_allclose(float(loss), float(jax.jit(inner)(params, state, batch, k_loss)[0])
                                + 3.0 * float(m["trades_kl"]), rtol=1e-5)
@@ -385,7 +390,7 @@ def test_kl_divergence_reference(x64):
     p, q = rng.normal(size=(3, 5)), rng.normal(size=(3, 5))
     sp = np.exp(p / 2) / np.exp(p / 2).sum(1, keepdims=True)
     sq = np.exp(q / 2) / np.exp(q / 2).sum(1, keepdims=True)
-    np.testing.assert_allclose(np.asarray(base.kl_divergence(jnp.asarray(p), jnp.asarray(q), 2.0)),
+    np.testing.assert_allclose(np.asarray(kl_divergence(jnp.asarray(p), jnp.asarray(q), 2.0)),
                                np.sum(sp * np.log(sp / sq), 1), rtol=1e-12)
 
 
@@ -447,7 +452,8 @@ def test_mfdv_transform_counts_steps():
     fn = jax.jit(defenses.feature_variance(model, lam=0.5, ramp_steps=2)(inner))
     losses = []
     for _ in range(3):
-        loss, (state, m) = fn(params, state, batch, jax.random.key(4))
+        loss, (state, aux) = fn(params, state, batch, jax.random.key(4))
+        m = aux["metrics"]
         losses.append((float(loss), float(m["mfdv_lambda"]), float(m["mfdv_reg"])))
     assert int(state["counters"]["step"]) == 3
     assert [l[1] for l in losses] == pytest.approx([0.0, 0.25, 0.5])
@@ -487,10 +493,11 @@ def test_distill_transform(tiny):
     teacher = lambda x: jnp.tile(jnp.arange(10.0), (x.shape[0], 1))
     key = jax.random.key(0)
     fn = defenses.distill(model, teacher, alpha=0.3, temperature=2.0)(inner)
-    loss, (_, m) = jax.jit(fn)(params, state, batch, key)
+    loss, (_, aux) = jax.jit(fn)(params, state, batch, key)
+    m = aux["metrics"]
     k_loss, k_fwd = jax.random.split(key)
-    s, _ = jax.jit(lambda: base.train_forward(model, params, state, batch["image"], k_fwd))()
-    kl = float(base.kl_divergence(teacher(batch["image"]), s, 2.0).mean())
+    s, _ = jax.jit(lambda: train_forward(model, params, state, batch["image"], k_fwd))()
+    kl = float(kl_divergence(teacher(batch["image"]), s, 2.0).mean())
     np.testing.assert_allclose(float(m["distill_kl"]), kl, rtol=1e-5)
     np.testing.assert_allclose(float(loss), 0.7 * float(jax.jit(inner)(params, state, batch, k_loss)[0])
                                + 0.3 * 4.0 * kl, rtol=1e-5)

@@ -20,7 +20,7 @@ SCRIPT = r"""
 import json, os, sys
 import jax
 import numpy as np
-from jsnn import checkpoint, models, parallel, train
+from jsnn import checkpoint, losses, models, parallel, train
 from launch.configs import default
 
 workdir, devices = sys.argv[1], int(sys.argv[2])
@@ -55,7 +55,7 @@ mesh = parallel.data_mesh()
 state = parallel.replicate(train.init_state(config, model, optimizer, jax.random.key(0)), mesh)
 batch = parallel.shard_batch({"image": np.zeros((64, 8, 8, 1), np.float32), "label": np.zeros(64, np.int32),
                               "mask": np.ones(64, bool)}, mesh)
-step = train.make_train_step(train.cross_entropy_loss_fn(model), optimizer, mesh)
+step = train.make_train_step(losses.cross_entropy_loss_fn(model), optimizer, mesh)
 out["train_flops"] = per_device_flops(step.lower(state, batch, jax.random.key(1)).compile())
 variables = parallel.replicate({"params": state.params, **state.model_state}, mesh)
 out["eval_flops"] = per_device_flops(train.make_eval_step(model).lower(

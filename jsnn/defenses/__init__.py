@@ -1,8 +1,13 @@
 """Defenses as composable loss transforms (DESIGN.md, "Defenses are loss transforms").
 
 A defense maps ``loss_fn -> loss_fn`` where
-``loss_fn(params, model_state, batch, key) -> (loss, (model_state, metrics))``;
-:func:`chain` composes them like ``optax.chain`` (the first transform is applied
+``loss_fn(params, model_state, batch, key) -> (loss, (model_state, aux))`` and
+``aux = {"metrics": {...}, "logits": ..., "image": ..., "intermediates": ...}``: the logged scalars
+and the outputs of the wrapped loss's training forward on ``aux["image"]`` (see :mod:`jsnn.losses`).
+Every defense passes ``aux`` through, adding its metrics (:func:`.base.with_metrics`); distill,
+MFDV and RSNN reuse its clean logits/intermediates (:func:`.base.reusable`) instead of running
+the clean forward again, and run their own only when a wrapped transform changed the images
+(TRADES still runs its own: reusing changed a 20-step run noticeably). :func:`chain` composes them like ``optax.chain`` (the first transform is applied
 innermost). Parameter-space steps (RAT's retraction) are ``optax`` transforms.
 
 Defenses by name (``config.defense.name``, ``"+"``-joined, innermost first; settings in
@@ -68,7 +73,7 @@ def chain(*transforms: LossTransform) -> LossTransform:
         >>> from jsnn.defenses import chain
         >>> add_one = lambda f: lambda *a: (f(*a)[0] + 1.0, f(*a)[1])
         >>> double = lambda f: lambda *a: (2.0 * f(*a)[0], f(*a)[1])
-        >>> loss_fn = lambda params, state, batch, key: (params, (state, {}))
+        >>> loss_fn = lambda params, state, batch, key: (params, (state, {"metrics": {}}))
         >>> chain(add_one, double)(loss_fn)(3.0, {}, None, None)[0]  # double(add_one(L)) = 2·(3 + 1)
         8.0
         >>> chain(double, add_one)(loss_fn)(3.0, {}, None, None)[0]  # add_one(double(L)) = 2·3 + 1
@@ -88,7 +93,7 @@ def identity() -> LossTransform:
 
     Example:
         >>> from jsnn.defenses import identity
-        >>> loss_fn = lambda params, state, batch, key: (params, (state, {}))
+        >>> loss_fn = lambda params, state, batch, key: (params, (state, {"metrics": {}}))
         >>> identity()(loss_fn) is loss_fn
         True
     """
@@ -182,7 +187,7 @@ def from_config(config, model) -> DefenseSetup:
         >>> setup = defenses.from_config(config, model=None)  # neither of these needs the model
         >>> isinstance(setup.param_transform, optax.GradientTransformation)
         True
-        >>> loss_fn = lambda params, state, batch, key: (batch["image"].sum(), (state, {}))
+        >>> loss_fn = lambda params, state, batch, key: (batch["image"].sum(), (state, {"metrics": {}}))
         >>> batch = {"image": jnp.full((2, 3), 0.5), "label": jnp.zeros(2, int)}
         >>> float(setup.loss_transform(loss_fn)(None, {}, batch, jax.random.key(0))[0])  # σ = 0: unchanged
         3.0

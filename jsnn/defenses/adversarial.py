@@ -85,7 +85,7 @@ def adversarial_training(model, *, attack: str = "pgd", eps: float = 8 / 255, st
     Example:
         >>> import flax.linen as nn, jax, jax.numpy as jnp
         >>> from jsnn.defenses import adversarial_training
-        >>> from jsnn.train import cross_entropy_loss_fn
+        >>> from jsnn.losses import cross_entropy_loss_fn
         >>> class Linear(nn.Module):  # a tiny model(x, train) -> logits
         ...     @nn.compact
         ...     def __call__(self, x, train=False):
@@ -96,7 +96,7 @@ def adversarial_training(model, *, attack: str = "pgd", eps: float = 8 / 255, st
         >>> loss_fn = cross_entropy_loss_fn(model)
         >>> clean, _ = jax.jit(loss_fn)(params, {}, batch, key)
         >>> at = jax.jit(adversarial_training(model, attack="fgsm", eps=0.1)(loss_fn))
-        >>> adv, (_, metrics) = at(params, {}, batch, key)
+        >>> adv, (_, aux) = at(params, {}, batch, key)
         >>> bool(adv > clean)  # CE of a linear model is convex in x: an FGSM step raises it
         True
         >>> at0 = jax.jit(adversarial_training(model, eps=0.0, mix=0.5, steps=2)(loss_fn))  # x_adv = x
@@ -123,16 +123,16 @@ def adversarial_training(model, *, attack: str = "pgd", eps: float = 8 / 255, st
             x_adv = craft(model, params, model_state, batch["image"], y, k_attack, **kw)
             adv_batch = base.with_image(batch, x_adv)
             if mix == 1.0:
-                loss, (model_state, metrics) = loss_fn(params, model_state, adv_batch, k_loss)
-                return loss, (model_state, dict(metrics, at_adv_loss=loss))
+                loss, (model_state, aux) = loss_fn(params, model_state, adv_batch, k_loss)
+                return loss, (model_state, base.with_metrics(aux, at_adv_loss=loss))
             k_clean, k_adv = jax.random.split(k_loss)
-            clean_loss, (model_state, clean_metrics) = loss_fn(params, model_state, batch, k_clean)
-            adv_loss, (model_state, metrics) = loss_fn(params, model_state, adv_batch, k_adv)
+            clean_loss, (model_state, clean_aux) = loss_fn(params, model_state, batch, k_clean)
+            adv_loss, (model_state, aux) = loss_fn(params, model_state, adv_batch, k_adv)
             loss = (1.0 - mix) * clean_loss + mix * adv_loss
-            metrics = dict(metrics, at_adv_loss=adv_loss, at_clean_loss=clean_loss)
-            if "accuracy" in clean_metrics:
-                metrics["at_clean_accuracy"] = clean_metrics["accuracy"]
-            return loss, (model_state, metrics)
+            metrics = dict(aux["metrics"], at_adv_loss=adv_loss, at_clean_loss=clean_loss)
+            if "accuracy" in clean_aux["metrics"]:
+                metrics["at_clean_accuracy"] = clean_aux["metrics"]["accuracy"]
+            return loss, (model_state, {**clean_aux, "metrics": metrics})  # the clean batch's forward outputs
 
         return adv_loss_fn
 

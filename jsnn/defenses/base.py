@@ -1,13 +1,14 @@
-"""Plumbing shared by the defenses: the model's forwards inside a loss, keys, settings.
+"""Plumbing shared by the defenses: the evaluation forward of inner attacks, batches, settings.
 
 Every defense is ``transform(loss_fn) -> loss_fn`` with
-``loss_fn(params, model_state, batch, key) -> (loss, (model_state, metrics))``
-(DESIGN.md, "Defenses are loss transforms"). A defense that needs the model gets it at
-construction and runs its own forwards with the helpers here:
+``loss_fn(params, model_state, batch, key) -> (loss, (model_state, aux))`` (``aux`` carries
+``"metrics"`` and the forward's outputs; :mod:`jsnn.losses`, DESIGN.md "Defenses are loss
+transforms"). A defense that needs the model gets it at construction; its training-mode forwards
+go through :func:`jsnn.models.base.train_forward` and its losses are :mod:`jsnn.losses`. Here:
 
-* :func:`train_forward` — the training-mode forward (BatchNorm batch statistics), with the
-  same key split as :func:`jsnn.train.cross_entropy_loss_fn` (``noise, dropout = split(key)``),
-  optionally returning the ``"intermediates"`` collection.
+* :func:`with_metrics` — ``aux`` with metrics added; :func:`reusable` — the wrapped loss's forward
+  outputs when that forward ran on the defense's own images (else ``None``: run your own).
+
 * :func:`eval_logits_fn` — the evaluation-mode ``logits_fn(x, key)`` built from the *current*
   parameters under ``stop_gradient`` (BatchNorm running statistics), which inner attacks
   (adversarial training, TRADES, RSNN's RFGSM) craft their examples against.
@@ -22,12 +23,6 @@ Example:
     >>> x = jnp.full((3, 8, 8, 1), 0.5)
     >>> variables = jax.jit(model.init)(jax.random.key(0), x)
     >>> params, state = variables["params"], {"batch_stats": variables["batch_stats"]}
-    >>> logits, new_state, inter = base.train_forward(model, params, state, x, jax.random.key(1),
-    ...                                               intermediates=True)
-    >>> logits.shape, inter["SpikingNeuron_0"]["current"][0].shape  # current: [T, B, 8]
-    ((3, 10), (2, 3, 8))
-    >>> bool(jnp.any(new_state["batch_stats"]["BatchNorm_0"]["mean"] != 0))  # running stats moved
-    True
     >>> f = base.eval_logits_fn(model, params, state)  # BatchNorm running statistics
     >>> bool(jnp.allclose(f(x, jax.random.key(2)), model.apply(variables, x)))
     True
@@ -38,10 +33,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
-import optax
 
 from jsnn.models.base import logits_fn
+
 
 def with_image(batch, image):
     """``batch`` with ``'image'`` replaced (other entries, e.g. labels, kept).
@@ -55,27 +49,37 @@ def with_image(batch, image):
     return {**batch, "image": image}
 
 
-def train_forward(model, params, model_state, x, key, *, intermediates: bool = False):
-    """Training-mode forward ``(logits, new_model_state[, intermediates])``.
+def with_metrics(aux, **metrics):
+    """``aux`` with ``metrics`` merged into ``aux["metrics"]`` (the forward's outputs kept).
 
-    Args:
-      model: the Flax model.
-      params, model_state: variables (``model_state`` holds ``batch_stats`` and any other
-        non-parameter collection).
-      x: images ``[B, H, W, C]`` in [0, 1].
-      key: split as in the vanilla loss into the ``"noise"`` and ``"dropout"`` rngs.
-      intermediates: also collect and return the ``"intermediates"`` collection.
+    Example:
+        >>> from jsnn.defenses.base import with_metrics
+        >>> with_metrics({"metrics": {"loss": 1.0}, "logits": 2}, kl=0.5)
+        {'metrics': {'loss': 1.0, 'kl': 0.5}, 'logits': 2}
     """
-    noise_key, dropout_key = jax.random.split(key)
-    mutable = ["batch_stats", "intermediates"] if intermediates else ["batch_stats"]
-    logits, updates = model.apply({"params": params, **model_state}, x, train=True,
-                                  rngs={"noise": noise_key, "dropout": dropout_key}, mutable=mutable)
-    updates = dict(updates)
-    inter = updates.pop("intermediates", {})
-    new_state = {**model_state, **updates}
-    if intermediates:
-        return logits, new_state, inter
-    return logits, new_state
+    return {**aux, "metrics": {**aux["metrics"], **metrics}}
+
+
+def reusable(aux, x, *, intermediates: bool = False):
+    """The wrapped loss's ``aux`` if its forward ran on exactly ``x`` (and has intermediates if asked), else None.
+
+    "Exactly" is object identity (the same array or tracer): a wrapped transform that changed the
+    images (noise, adversarial training) made its logits on other inputs, so the caller runs its
+    own clean forward as before.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn.defenses.base import reusable
+        >>> x = jnp.zeros(2)
+        >>> aux = {"metrics": {}, "logits": x, "image": x}
+        >>> reusable(aux, x) is aux, reusable(aux, x + 0), reusable(aux, x, intermediates=True)
+        (True, None, None)
+    """
+    if aux.get("image") is not x or "logits" not in aux:
+        return None
+    if intermediates and "intermediates" not in aux:
+        return None
+    return aux
 
 
 def eval_logits_fn(model, params, model_state):
@@ -85,40 +89,6 @@ def eval_logits_fn(model, params, model_state):
     jit-compiled attacks of :mod:`jsnn.attacks` take the parameters as traced arguments.
     """
     return logits_fn(model, jax.lax.stop_gradient({"params": params, **model_state}))
-
-
-def cross_entropy(logits, labels):
-    """Per-example softmax cross-entropy with integer labels.
-
-    Example:
-        >>> import math, jax.numpy as jnp
-        >>> from jsnn.defenses.base import cross_entropy
-        >>> ce = cross_entropy(jnp.zeros((2, 4)), jnp.array([0, 3]))  # uniform over 4 classes
-        >>> ce.shape, round(float(ce[0]), 4) == round(math.log(4), 4)
-        ((2,), True)
-    """
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-
-
-def accuracy(logits, labels):
-    return jnp.mean(jnp.argmax(logits, -1) == labels)
-
-
-def kl_divergence(p_logits, q_logits, temperature: float = 1.0):
-    """Per-example ``KL(softmax(p/τ) ‖ softmax(q/τ))``.
-
-    Example:
-        >>> import math, jax.numpy as jnp
-        >>> from jsnn.defenses.base import kl_divergence
-        >>> p, q = jnp.array([[0.0, 0.0]]), jnp.array([[math.log(3.0), 0.0]])  # (1/2, 1/2) vs (3/4, 1/4)
-        >>> round(float(kl_divergence(p, q)[0]), 4), round(0.5 * math.log(4 / 3), 4)
-        (0.1438, 0.1438)
-        >>> float(kl_divergence(q, q)[0])
-        0.0
-    """
-    log_p = jax.nn.log_softmax(p_logits / temperature, axis=-1)
-    log_q = jax.nn.log_softmax(q_logits / temperature, axis=-1)
-    return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
 
 
 def settings(name: str, sub, defaults: Mapping[str, Any]) -> dict:

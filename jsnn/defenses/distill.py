@@ -22,10 +22,10 @@ from typing import Any, Callable, Tuple
 import flax.linen as nn
 import jax
 
-from jsnn import models
+from jsnn import losses, models
 from jsnn.defenses import base
 from jsnn.layers import EncoderConfig, SpikingNeuron
-from jsnn.models.base import SpikingModel
+from jsnn.models.base import SpikingModel, train_forward
 
 DEFAULTS = dict(teacher_workdir=None, alpha=0.5, temperature=4.0)
 
@@ -92,8 +92,8 @@ def distill(model, teacher_fn: Callable, *, alpha: float = 0.5, temperature: flo
     Example:
         >>> import flax.linen as nn, jax, jax.numpy as jnp
         >>> from jsnn.defenses import distill
-        >>> from jsnn.defenses.base import kl_divergence
-        >>> from jsnn.train import cross_entropy_loss_fn
+        >>> from jsnn.losses import kl_divergence
+        >>> from jsnn.losses import cross_entropy_loss_fn
         >>> class Linear(nn.Module):  # a tiny model(x, train) -> logits
         ...     @nn.compact
         ...     def __call__(self, x, train=False):
@@ -105,7 +105,8 @@ def distill(model, teacher_fn: Callable, *, alpha: float = 0.5, temperature: flo
         >>> clean, _ = jax.jit(loss_fn)(params, {}, batch, key)
         >>> teacher_fn = lambda x: jnp.zeros((x.shape[0], 3))  # a uniform teacher
         >>> kd_loss_fn = jax.jit(distill(model, teacher_fn, alpha=0.25, temperature=2.0)(loss_fn))
-        >>> loss, (_, m) = kd_loss_fn(params, {}, batch, key)
+        >>> loss, (_, aux) = kd_loss_fn(params, {}, batch, key)
+        >>> m = aux["metrics"]
         >>> kl = kl_divergence(teacher_fn(x), model.apply({"params": params}, x), 2.0).mean()
         >>> bool(jnp.allclose(m["distill_kl"], kl)), bool(jnp.allclose(loss, 0.75 * clean + 0.25 * 2.0**2 * kl))
         (True, True)
@@ -116,12 +117,14 @@ def distill(model, teacher_fn: Callable, *, alpha: float = 0.5, temperature: flo
     def transform(loss_fn):
         def kd_loss_fn(params, model_state, batch, key):
             k_loss, k_fwd = jax.random.split(key)
-            loss, (new_state, metrics) = loss_fn(params, model_state, batch, k_loss)
-            t = jax.lax.stop_gradient(teacher_fn(batch["image"]))
-            s, _ = base.train_forward(model, params, model_state, batch["image"], k_fwd)
-            kl = base.kl_divergence(t, s, temperature).mean()
+            x = batch["image"]
+            loss, (new_state, aux) = loss_fn(params, model_state, batch, k_loss)
+            t = jax.lax.stop_gradient(teacher_fn(x))
+            own = base.reusable(aux, x)  # the wrapped loss's forward, when it ran on x
+            s = own["logits"] if own else train_forward(model, params, model_state, x, k_fwd)[0]
+            kl = losses.kl_divergence(t, s, temperature).mean()
             total = (1.0 - alpha) * loss + alpha * temperature ** 2 * kl
-            return total, (new_state, dict(metrics, distill_kl=kl))
+            return total, (new_state, base.with_metrics(aux, distill_kl=kl))
 
         return kd_loss_fn
 

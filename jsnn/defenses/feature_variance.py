@@ -37,7 +37,7 @@ import jax.numpy as jnp
 
 from jsnn import models
 from jsnn.defenses import base
-from jsnn.models.base import SpikingModel
+from jsnn.models.base import SpikingModel, train_forward
 
 REGULARIZERS = ("log_var", "wca")
 DEFAULTS = dict(lam=0.1, ramp_steps=200, reg="log_var")
@@ -188,16 +188,18 @@ def feature_variance(model, *, lam: float = 0.1, ramp_steps: int = 200, reg: str
         >>> import jax, jax.numpy as jnp
         >>> from jsnn import get_model
         >>> from jsnn.defenses import feature_variance
-        >>> from jsnn.train import cross_entropy_loss_fn
+        >>> from jsnn.losses import cross_entropy_loss_fn
         >>> model = get_model("mfdv", backbone="digits_mlp", features=4, hidden=(8,), T=2)
         >>> x, y = jnp.full((3, 8, 8, 1), 0.5), jnp.array([0, 1, 2])
         >>> v = jax.jit(model.init)(jax.random.key(0), x)
         >>> params, state = v["params"], {k: v[k] for k in ("batch_stats", "counters")}
         >>> loss_fn = jax.jit(feature_variance(model, lam=0.5, ramp_steps=4)(cross_entropy_loss_fn(model)))
-        >>> loss, (new_state, m) = loss_fn(params, state, {"image": x, "label": y}, jax.random.key(1))
+        >>> loss, (new_state, aux) = loss_fn(params, state, {"image": x, "label": y}, jax.random.key(1))
+        >>> m = aux["metrics"]
         >>> int(new_state["counters"]["step"]), float(m["mfdv_lambda"])  # λ_0 = 0.5·0/4, step counted
         (1, 0.0)
-        >>> _, (_, m) = loss_fn(params, new_state, {"image": x, "label": y}, jax.random.key(1))
+        >>> _, (_, aux) = loss_fn(params, new_state, {"image": x, "label": y}, jax.random.key(1))
+        >>> m = aux["metrics"]
         >>> float(m["mfdv_lambda"])  # λ_1 = 0.5·1/4
         0.125
         >>> feature_variance(get_model("digits_mlp"))
@@ -214,8 +216,11 @@ def feature_variance(model, *, lam: float = 0.1, ramp_steps: int = 200, reg: str
     def transform(loss_fn):
         def mfdv_loss_fn(params, model_state, batch, key):
             k_loss, k_fwd = jax.random.split(key)
-            loss, (new_state, metrics) = loss_fn(params, model_state, batch, k_loss)
-            _, _, inter = base.train_forward(model, params, model_state, batch["image"], k_fwd, intermediates=True)
+            x = batch["image"]
+            loss, (new_state, aux) = loss_fn(params, model_state, batch, k_loss)
+            own = base.reusable(aux, x, intermediates=True)  # the wrapped loss's forward, when it ran on x
+            inter = own["intermediates"] if own else train_forward(model, params, model_state, x, k_fwd,
+                                                                   intermediates=True)[2]
             sigma = inter["features"]["sigma"][-1]
             kernel = params["classifier"]["kernel"]
             if model.unit_norm:
@@ -224,8 +229,8 @@ def feature_variance(model, *, lam: float = 0.1, ramp_steps: int = 200, reg: str
             step = model_state["counters"]["step"]
             lam_t = ramp(lam, step, ramp_steps)
             new_state = {**new_state, "counters": {"step": step + 1}}
-            metrics = dict(metrics, mfdv_reg=r, mfdv_lambda=lam_t, mfdv_sigma=jnp.mean(sigma))
-            return loss - lam_t * r, (new_state, metrics)
+            aux = base.with_metrics(aux, mfdv_reg=r, mfdv_lambda=lam_t, mfdv_sigma=jnp.mean(sigma))
+            return loss - lam_t * r, (new_state, aux)
 
         return mfdv_loss_fn
 

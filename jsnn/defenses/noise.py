@@ -40,7 +40,7 @@ def gaussian_noise(*, sigma: float = 8 / 255, clip: bool = True):
     Example:
         >>> import jax, jax.numpy as jnp
         >>> from jsnn.defenses import gaussian_noise
-        >>> loss_fn = lambda params, state, batch, key: (jnp.mean(batch["image"]), (state, {}))
+        >>> loss_fn = lambda params, state, batch, key: (jnp.mean(batch["image"]), (state, {"metrics": {}}))
         >>> batch, key = {"image": jnp.full((2, 4, 4, 1), 0.5)}, jax.random.key(0)
         >>> float(gaussian_noise(sigma=0.0)(loss_fn)(None, {}, batch, key)[0])  # σ = 0: the base loss
         0.5

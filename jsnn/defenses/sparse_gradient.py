@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from jsnn.defenses import base
+from jsnn.models.base import train_forward
 
 DEFAULTS = dict(lam=0.001, h=0.01)
 
@@ -88,7 +89,7 @@ def sparse_gradient(model, *, lam: float = 0.001, h: float = 0.01):
     Example:
         >>> import flax.linen as nn, jax, jax.numpy as jnp
         >>> from jsnn.defenses import sparse_gradient
-        >>> from jsnn.train import cross_entropy_loss_fn
+        >>> from jsnn.losses import cross_entropy_loss_fn
         >>> class Linear(nn.Module):  # a tiny model(x, train) -> logits
         ...     @nn.compact
         ...     def __call__(self, x, train=False):
@@ -99,8 +100,9 @@ def sparse_gradient(model, *, lam: float = 0.001, h: float = 0.01):
         >>> loss_fn = cross_entropy_loss_fn(model)
         >>> clean, _ = jax.jit(loss_fn)(params, {}, batch, key)
         >>> sr_loss_fn = jax.jit(sparse_gradient(model, lam=0.5)(loss_fn))
-        >>> loss, (_, metrics) = sr_loss_fn(params, {}, batch, key)
-        >>> bool(metrics["sr_penalty"] > 0), bool(jnp.allclose(loss, clean + 0.5 * metrics["sr_penalty"]))
+        >>> loss, (_, aux) = sr_loss_fn(params, {}, batch, key)
+        >>> pen = aux["metrics"]["sr_penalty"]
+        >>> bool(pen > 0), bool(jnp.allclose(loss, clean + 0.5 * pen))
         (True, True)
     """
     lam = base.check_range(lam, "defense.sr.lam", low=0.0)
@@ -109,12 +111,12 @@ def sparse_gradient(model, *, lam: float = 0.001, h: float = 0.01):
     def transform(loss_fn):
         def sr_loss_fn(params, model_state, batch, key):
             k_loss, k_fwd = jax.random.split(key)
-            loss, (new_state, metrics) = loss_fn(params, model_state, batch, k_loss)
-            fwd = lambda xx: base.train_forward(model, params, model_state, xx, k_fwd)[0]
+            loss, (new_state, aux) = loss_fn(params, model_state, batch, k_loss)
+            fwd = lambda xx: train_forward(model, params, model_state, xx, k_fwd)[0]
             d, _, _ = finite_difference(fwd, batch["image"], batch["label"], h)
             reg = jnp.mean(jnp.square(d))
-            metrics = dict(metrics, sr_penalty=reg, sr_grad_l1=jnp.mean(jnp.abs(d)))
-            return loss + lam * reg, (new_state, metrics)
+            aux = base.with_metrics(aux, sr_penalty=reg, sr_grad_l1=jnp.mean(jnp.abs(d)))
+            return loss + lam * reg, (new_state, aux)
 
         return sr_loss_fn
 

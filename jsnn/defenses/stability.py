@@ -27,8 +27,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jsnn import losses
 from jsnn.defenses import base, noise
 from jsnn.layers import SpikingNeuron
+from jsnn.models.base import train_forward
 
 PERTURBATIONS = ("gaussian", "rfgsm")
 DEFAULTS = dict(rho=1.0, leak=0.99, perturbation="gaussian", sigma=8 / 255, eps=4 / 255, init_std=0.001,
@@ -92,7 +94,7 @@ def forward_with_current(model, params, model_state, x, key):
     """
     paths = []
     with nn.intercept_methods(_record_spiking_paths(paths)):
-        logits, new_state, inter = base.train_forward(model, params, model_state, x, key, intermediates=True)
+        logits, new_state, inter = train_forward(model, params, model_state, x, key, intermediates=True)
     if not paths:
         raise ValueError(f"defense.rsnn: model {type(model).__name__} has no SpikingNeuron layer; MPPD needs one")
     current = _lookup(inter, paths[-1])["current"]
@@ -128,7 +130,7 @@ def membrane_stability(model, *, rho: float = 1.0, leak: float = 0.99, perturbat
         >>> import jax, jax.numpy as jnp
         >>> from jsnn import DLIF, get_model
         >>> from jsnn.defenses import membrane_stability
-        >>> from jsnn.train import cross_entropy_loss_fn
+        >>> from jsnn.losses import cross_entropy_loss_fn
         >>> model, x = get_model("digits_mlp", hidden=(8,), T=2, neuron=DLIF), jnp.full((3, 8, 8, 1), 0.5)
         >>> v = jax.jit(model.init)(jax.random.key(0), x)
         >>> params, state = v["params"], {"batch_stats": v["batch_stats"]}
@@ -136,7 +138,8 @@ def membrane_stability(model, *, rho: float = 1.0, leak: float = 0.99, perturbat
         >>> loss_fn = cross_entropy_loss_fn(model)
         >>> clean, _ = jax.jit(loss_fn)(params, state, batch, key)  # deterministic model: any key
         >>> rsnn_loss_fn = jax.jit(membrane_stability(model, rho=2.0, clean_weight=0.25)(loss_fn))
-        >>> loss, (_, m) = rsnn_loss_fn(params, state, batch, key)
+        >>> loss, (_, aux) = rsnn_loss_fn(params, state, batch, key)
+        >>> m = aux["metrics"]
         >>> bool(m["rsnn_penalty"] > 0), m["rsnn_pert_loss"].shape
         (True, ())
         >>> bool(jnp.allclose(loss, 0.25 * clean + 0.75 * m["rsnn_pert_loss"] + 2.0 * m["rsnn_penalty"]))
@@ -156,15 +159,22 @@ def membrane_stability(model, *, rho: float = 1.0, leak: float = 0.99, perturbat
             x, y = batch["image"], batch["label"]
             x_pert = perturb(model, params, model_state, x, y, k_pert, perturbation=perturbation, sigma=sigma,
                              eps=eps, init_std=init_std)
-            clean_loss, (new_state, metrics) = loss_fn(params, model_state, batch, k_loss)
-            _, _, i_clean = forward_with_current(model, jax.lax.stop_gradient(params), model_state, x, k_fwd)
+            paths = []
+            with nn.intercept_methods(_record_spiking_paths(paths)):
+                clean_loss, (new_state, aux) = loss_fn(params, model_state, batch, k_loss)
+            own = base.reusable(aux, x, intermediates=True)  # the wrapped loss's forward, when it ran on x
+            if own and paths:  # mppd_penalty stops the clean current's gradient: same value, same gradient
+                i_clean = _lookup(own["intermediates"], paths[-1])["current"]
+                i_clean = i_clean[-1] if isinstance(i_clean, tuple) else i_clean
+            else:
+                _, _, i_clean = forward_with_current(model, jax.lax.stop_gradient(params), model_state, x, k_fwd)
             z_pert, _, i_pert = forward_with_current(model, params, model_state, x_pert, k_fwd)
-            pert_loss = base.cross_entropy(z_pert, y).mean()
+            pert_loss = losses.cross_entropy(z_pert, y).mean()
             reg = mppd_penalty(i_clean, i_pert, leak)
             loss = w * clean_loss + (1.0 - w) * pert_loss + rho * reg
-            metrics = dict(metrics, rsnn_penalty=reg, rsnn_pert_loss=pert_loss,
-                           rsnn_pert_accuracy=base.accuracy(z_pert, y))
-            return loss, (new_state, metrics)
+            aux = base.with_metrics(aux, rsnn_penalty=reg, rsnn_pert_loss=pert_loss,
+                                    rsnn_pert_accuracy=losses.accuracy(z_pert, y))
+            return loss, (new_state, aux)
 
         return mppd_loss_fn
 

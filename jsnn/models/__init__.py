@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict
 
-from jsnn.models.base import SpikingModel, estimator_factory, logits_fn, with_estimator
+from jsnn.models.base import SpikingModel, estimator_factory, logits_fn, train_forward, with_estimator
 from jsnn.models.resnet import ResNet19, SEWResNet, SEWResNet18, SpikingResNet, WideResNet, WRN16_4
 from jsnn.models.small import DigitsConv, DigitsMLP, SpikingConvNet, SpikingMLP
 from jsnn.models.vgg import SpikingVGG, VGG5, VGG11
@@ -20,4 +20,5 @@ from jsnn.models.factory import dataset_info, from_config
 __all__ = ["MODELS", "SpikingModel", "SpikingConvNet", "SpikingMLP", "DigitsConv", "DigitsMLP",
            "SpikingVGG", "VGG5", "VGG11", "WideResNet", "WRN16_4", "SpikingResNet", "ResNet19",
            "SEWResNet", "SEWResNet18",
-           "dataset_info", "estimator_factory", "from_config", "get_model", "logits_fn", "register", "with_estimator"]
+           "dataset_info", "estimator_factory", "from_config", "get_model", "logits_fn", "register",
+           "train_forward", "with_estimator"]

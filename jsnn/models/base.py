@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 import flax.linen as nn
+import jax
 from jax.tree_util import Partial
 
 from jsnn import surrogate as surrogate_lib
@@ -171,6 +172,46 @@ def logits_fn(model: SpikingModel, variables, *, surrogate=None, gradient: str |
     """
     data = None if surrogate is None else surrogate_lib.as_data(surrogate)
     return Partial(_EvalForward(model, gradient), variables, data)
+
+
+def train_forward(model, params, model_state, x, key, *, intermediates: bool = False):
+    """Training-mode forward ``(logits, new_model_state[, intermediates])`` (BatchNorm batch statistics).
+
+    The training loss and every defense's own forwards go through here; :func:`logits_fn` is
+    the evaluation-mode counterpart.
+
+    Args:
+      model: the Flax model.
+      params, model_state: variables (``model_state`` holds ``batch_stats`` and any other
+        non-parameter collection).
+      x: images ``[B, H, W, C]`` in [0, 1].
+      key: split as ``noise, dropout = split(key)`` into the ``"noise"`` and ``"dropout"`` rngs.
+      intermediates: also collect and return the ``"intermediates"`` collection.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn import get_model
+        >>> from jsnn.models.base import train_forward
+        >>> model, x = get_model("digits_mlp", hidden=(8,), T=2), jnp.full((3, 8, 8, 1), 0.5)
+        >>> variables = jax.jit(model.init)(jax.random.key(0), x)
+        >>> params, state = variables["params"], {"batch_stats": variables["batch_stats"]}
+        >>> logits, new_state, inter = train_forward(model, params, state, x, jax.random.key(1),
+        ...                                          intermediates=True)
+        >>> logits.shape, inter["SpikingNeuron_0"]["current"][0].shape  # current: [T, B, 8]
+        ((3, 10), (2, 3, 8))
+        >>> bool(jnp.any(new_state["batch_stats"]["BatchNorm_0"]["mean"] != 0))  # running stats moved
+        True
+    """
+    noise_key, dropout_key = jax.random.split(key)
+    mutable = ["batch_stats", "intermediates"] if intermediates else ["batch_stats"]
+    logits, updates = model.apply({"params": params, **model_state}, x, train=True,
+                                  rngs={"noise": noise_key, "dropout": dropout_key}, mutable=mutable)
+    updates = dict(updates)
+    inter = updates.pop("intermediates", {})
+    new_state = {**model_state, **updates}
+    if intermediates:
+        return logits, new_state, inter
+    return logits, new_state
 
 
 class _Estimators(NamedTuple):
