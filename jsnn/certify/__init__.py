@@ -5,13 +5,11 @@
   their model (checkpoint step, parameter fingerprint).
 
 Example:
-    >>> import jax, jax.numpy as jnp
     >>> from jsnn import certify
-    >>> f = lambda x, key: jnp.stack([x.sum(-1), jnp.zeros(x.shape[0])], -1)  # [B, 2]
-    >>> pred, radius = certify.certify(f, jnp.array([0.5]), jax.random.key(0), sigma=0.25,
-    ...                                n0=100, n=10_000, image_ndim=1)
-    >>> pred, round(radius, 2)
-    (0, 0.49)
+    >>> certify.min_samples(0.001)  # CERTIFY with fewer samples abstains on every image at α = 0.001
+    10
+    >>> round(float(certify.certified_radius(0.9, sigma=0.5)), 4)  # R = σ·Φ⁻¹(p_lower)
+    0.6408
 """
 
 from jsnn.certify import driver, smoothing
