@@ -263,7 +263,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     optimizer = make_optimizer(config.optim, num_steps, setup.param_transform)
     loss_fn = setup.loss_transform(losses.cross_entropy_loss_fn(model))
     mesh = parallel.data_mesh()
-    parallel.check_divisible(data_lib.read_config(config.data).batch_size, mesh)
+    batch_size = data_lib.read_config(config.data).batch_size
+    parallel.check_divisible(batch_size, mesh)
     train_step = make_train_step(loss_fn, optimizer, mesh)
 
     root = jax.random.key(config.seed)
@@ -316,7 +317,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                 mf.flush()
                 eta = (num_steps - done) / max(rate, 1e-9)
                 logging.info("step %d/%d loss %.4f acc %.3f | %.1f steps/s, %.1f img/s, ETA %.0fs", done, num_steps,
-                             m["loss"], m["accuracy"], rate, rate * data_lib.read_config(config.data).batch_size, eta)
+                             m["loss"], m["accuracy"], rate, rate * batch_size, eta)
             mngr.save(done, args=checkpoint.ocp.args.StandardSave(state))  # only at checkpoint_every (a log step: checked)
     if mngr.latest_step() != num_steps:
         mngr.save(num_steps, args=checkpoint.ocp.args.StandardSave(state), force=True)
