@@ -10,6 +10,23 @@ a :func:`stack` of them (the SR attack protocol).
 Forward: ``spike(u) = Θ(u)`` with ``Θ(0) = 1``. Backward: ``g(u)`` of the
 surrogate, u = H - V_th (SpikingJelly conventions, Fang et al. 2021).
 
+Shapes (``kind``) and what their parameter means — the TMLR 2024 attack protocol
+(Özdenizci & Legenstein) calls every one of them γ:
+
+==================  =====================================  ===========================
+kind                g(u)                                   parameter
+==================  =====================================  ===========================
+sigmoid             α·σ(αu)·(1 − σ(αu))                    α slope (SpikingJelly)
+atan                (α/2) / (1 + (παu/2)²)                 α slope (SpikingJelly)
+triangle            max(0, γ − |u|) / γ²                   γ half-width ("PCW")
+rectangle           1[|u| < w/2] / w                       w = γ full width ("RECT")
+fast_sigmoid        1 / (1 + k|u|)²                        k slope (SuperSpike)
+straight_through    1                                      none ("STE")
+exponential         exp(−γ|u|)                             γ rate ("EXP")
+exponential_d       0.3·exp(−γ|u|)                         γ rate ("EXP-D")
+pdsg                exp(−(u − σ/2)²/2σ²) / (√(2π)·σ)       σ std (PDSG, Lun et al. 2025)
+==================  =====================================  ===========================
+
 Example:
     >>> import jax, jax.numpy as jnp
     >>> from jsnn import surrogate
@@ -26,7 +43,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SHAPES = ("sigmoid", "atan", "triangle", "rectangle", "fast_sigmoid", "straight_through")
+# New shapes are appended (a kind is an index: stored specs and stacks keep their meaning).
+SHAPES = ("sigmoid", "atan", "triangle", "rectangle", "fast_sigmoid", "straight_through", "exponential",
+          "exponential_d", "pdsg")
 DEFAULT_WIDTHS = {
     "sigmoid": 4.0,
     "atan": 2.0,
@@ -34,7 +53,12 @@ DEFAULT_WIDTHS = {
     "rectangle": 1.0,
     "fast_sigmoid": 25.0,
     "straight_through": 1.0,
+    "exponential": 1.0,
+    "exponential_d": 1.0,
+    "pdsg": 1.0,  # σ: jsnn.attacks.adaptive sets it per channel from the membrane potential
 }
+# Amplitude α of the exponential shapes, g(u) = α·exp(−γ|u|) (the TMLR 2024 protocol's EXP and EXP-D).
+EXPONENTIAL_AMPLITUDE = {"exponential": 1.0, "exponential_d": 0.3}
 
 
 class Surrogate(NamedTuple):
@@ -87,12 +111,16 @@ def atan(alpha: float = 2.0) -> Surrogate:
 
 
 def triangle(gamma: float = 1.0) -> Surrogate:
-    """g(u) = max(0, 1 − |u|/γ) / γ (the robustness papers' default)."""
+    """g(u) = max(0, 1 − |u|/γ) / γ = max(0, γ − |u|) / γ² (the robustness papers' default).
+
+    The piecewise-linear "PCW" of the TMLR 2024 protocol and the ZIF of SNN-RAT / HART; γ is the
+    half-width of the support, the peak 1/γ.
+    """
     return _make("triangle", gamma)
 
 
 def rectangle(width: float = 1.0) -> Surrogate:
-    """g(u) = 1[|u| < w/2] / w."""
+    """g(u) = 1[|u| < w/2] / w (the TMLR 2024 protocol's "RECT" with γ = w, the full width)."""
     return _make("rectangle", width)
 
 
@@ -104,6 +132,25 @@ def fast_sigmoid(slope: float = 25.0) -> Surrogate:
 def straight_through() -> Surrogate:
     """g(u) = 1 (straight-through estimator)."""
     return _make("straight_through", 1.0)
+
+
+def exponential(gamma: float = 1.0) -> Surrogate:
+    """g(u) = exp(−γ|u|) (SLAYER-style; the "EXP" variant of Özdenizci & Legenstein, TMLR 2024).
+
+    γ is a *rate* here (larger γ = narrower), unlike the width γ of :func:`triangle` and
+    :func:`rectangle`; the peak g(0) = 1 does not depend on γ.
+    """
+    return _make("exponential", gamma)
+
+
+def exponential_d(gamma: float = 1.0) -> Surrogate:
+    """g(u) = 0.3·exp(−γ|u|): the TMLR 2024 protocol's "EXP-D" (the exponential with amplitude 0.3).
+
+    The amplitude enters once per spiking layer and per step of the reset path, so the input
+    gradient's direction differs from :func:`exponential`'s where paths cross different numbers
+    of spike nonlinearities (the temporal reset paths).
+    """
+    return _make("exponential_d", gamma)
 
 
 def by_name(name: str, width: float | None = None) -> Surrogate:
@@ -177,6 +224,9 @@ def derivative(u: jax.Array, surrogate: Surrogate) -> jax.Array:
         lambda: jnp.where(abs_u < w / 2, 1 / w, jnp.zeros_like(u)),
         lambda: 1 / jnp.square(1 + w * abs_u),
         lambda: jnp.ones_like(u),
+        lambda: EXPONENTIAL_AMPLITUDE["exponential"] * jnp.exp(-w * abs_u),
+        lambda: EXPONENTIAL_AMPLITUDE["exponential_d"] * jnp.exp(-w * abs_u),
+        lambda: jnp.exp(-jnp.square(u - w / 2) / (2 * jnp.square(w))) / (math.sqrt(2 * math.pi) * w),
     ]
     kind = surrogate.kind
     if not isinstance(kind, jax.core.Tracer):  # concrete: trace only the one shape
