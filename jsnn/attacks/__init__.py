@@ -32,6 +32,11 @@ counts, ``draws`` for judging; ``full_output=True`` returns ``(x_adv, info)``)::
         # per_estimator [E], worst [B]
     transfer(attack, source_logits_fn, *, draws=1, chunk=None)
         # info: correct [M, B], accuracy, accuracy_all_draws
+    # event frames (values k/m): at most `budget` added/removed events, output on the lattice
+    event_attack(logits_fn, x, y, key, *, budget, max_count=1, steps=10, per_step=None, restarts=1, loss="ce",
+                 target=None, eot=1, eot_chunk=None, restart_chunk=None, full_output=False)
+    random_events(logits_fn, x, y, key, *, budget, max_count=1, restarts=1, loss="ce", target=None, eot=1,
+                  eot_chunk=None, restart_chunk=None, full_output=False)
     # judging, separate from attacking:
     correct_draws(logits_fn, x, y, key, *, draws=10, chunk=None) -> [M, B] bool
     robust_accuracy(logits_fn, x_adv, y, key, *, draws=10, chunk=None) -> (mean, all_draws)
@@ -64,6 +69,7 @@ from jsnn.attacks import common, eot, gradients, losses
 from jsnn.attacks.apgd import apgd, apgd_targeted, checkpoints as apgd_checkpoints, target_classes
 from jsnn.attacks.autoattack import autoattack, summary as autoattack_summary
 from jsnn.attacks.eot import correct_draws, robust_accuracy
+from jsnn.attacks.events import event_attack, random_events
 from jsnn.attacks.fab import fab_t, projection_linf
 from jsnn.attacks.fgsm import fgsm, rfgsm
 from jsnn.attacks.gradients import Estimator, ensemble, sr_ensemble
@@ -77,4 +83,5 @@ __all__ = [
     "correct_draws", "robust_accuracy", "fgsm", "rfgsm", "pgd", "transfer",
     "Estimator", "ensemble", "sr_ensemble",
     "square", "fab_t", "projection_linf", "autoattack", "autoattack_summary",
+    "event_attack", "random_events",
 ]
