@@ -6,6 +6,7 @@ from typing import Callable, Dict
 
 from jsnn.models.base import SpikingModel
 from jsnn.models.resnet import ResNet19, SEWResNet18, WRN16_4
+from jsnn.models.sequential import sequential
 from jsnn.models.small import DigitsConv, DigitsMLP
 from jsnn.models.vgg import VGG5, VGG11
 
@@ -17,6 +18,7 @@ MODELS: Dict[str, Callable[..., SpikingModel]] = {
     "wrn16_4": WRN16_4,
     "resnet19": ResNet19,
     "sew_resnet18": SEWResNet18,
+    "sequential": sequential,
 }
 
 
