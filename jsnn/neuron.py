@@ -11,9 +11,21 @@ Conventions (METHODS.md; SpikingJelly, Fang et al. 2021):
   ``V = H − S·V_th``; ``detach_reset`` stops the gradient through S in the reset.
 
 Arrays are time-major ``[T, ...]``; the initial membrane potential is
-``V_reset`` (0 for soft reset). ``gradient="bptr"`` backpropagates through the
-rate (Ding et al. 2022, "SNN-RAT"; Bu et al. 2023 rate-gradient): the backward of
-the layer is ``∂r/∂x̄ = 1[r > 0]`` with r the spike rate and x̄ the mean input.
+``V_reset`` (0 for soft reset).
+
+Gradient modes (:data:`GRADIENTS`; the forward is the same exact spiking forward in every mode,
+only the backward of the layer over its whole time scan changes):
+
+* ``"bptt"``: backprop through time with the surrogate ``g(u)`` at every spike.
+* ``"bptr"``: through the rate (Ding et al. 2022, "SNN-RAT"): ``∂r/∂x̄ = 1[r > 0]`` with r the
+  spike rate and x̄ the time-averaged input; the incoming gradient is averaged over T.
+* ``"rga"``: rate gradient approximation (Bu et al., CVPR 2023): ``∂r/∂x̄ = f'(x̄)`` from the
+  IF/LIF rate function (:func:`rga_slope`), γ the surrogate's width (its shape is unused).
+* ``"hart"``: HART (Hao et al., ICLR 2024): BPTT with the membrane potential detached in the
+  temporal recursion (``H_t = charge(sg(V_{t−1}), X_t)``), and the input gradient averaged over T
+  and broadcast back to every step; the surrogate is the width-γ triangle of the paper.
+* ``"ann"``: the ANN proxy (T → 0 counterpart, the rate/ReLU network): ``∂r/∂x̄ = 1[x̄ > 0]``,
+  ReLU's derivative at the layer's own time-averaged input current.
 
 A neuron's parameters are one hashable :class:`NeuronConfig` (Norse's split: parameters
 next to pure dynamics; :class:`jsnn.layers.SpikingNeuron` is a thin wrapper), and
@@ -40,7 +52,8 @@ import jax.numpy as jnp
 from jsnn import surrogate as surrogate_lib
 from jsnn.surrogate import Surrogate
 
-GRADIENTS = ("bptt", "bptr")
+GRADIENTS = ("bptt", "bptr", "rga", "hart", "ann")
+RATE_GRADIENTS = ("bptr", "rga", "ann")  # modes that backprop through the time-averaged input
 NEURONS = ("lif", "if", "dlif")
 
 
@@ -57,7 +70,8 @@ class NeuronConfig(NamedTuple):
       detach_reset: stop the gradient through the spike in the reset.
       surrogate: backward shape (a :class:`~jsnn.surrogate.Surrogate` spec of Python numbers);
         ``None`` = :func:`default_surrogate` of the kind.
-      gradient: ``"bptt"`` (through time) or ``"bptr"`` (through the rate).
+      gradient: ``"bptt"`` (through time), ``"bptr"`` (through the rate) or an attack-time
+        mode of :data:`GRADIENTS` (``"rga"``, ``"hart"``, ``"ann"``; see the module docstring).
       remat: recompute each step in the backward pass (memory flat in T for the state).
       unroll: unroll the time loop (faster for small T on CPU; see :func:`scan`).
 
@@ -191,29 +205,101 @@ def make_step(charge: Callable, *, v_threshold: float, v_reset: Optional[float],
 # ----------------------------------------------------------------------------- scan
 
 
+@jax.custom_vjp
+def time_mean_grad(x_seq):
+    """Identity forward; the backward replaces the gradient of every step by its mean over T (HART)."""
+    return x_seq
+
+
+def _tmg_fwd(x_seq):
+    return x_seq, None
+
+
+def _tmg_bwd(_, g):
+    return (jnp.broadcast_to(g.mean(0, keepdims=True), g.shape),)
+
+
+time_mean_grad.defvjp(_tmg_fwd, _tmg_bwd)
+
+
+def rga_slope(x_bar, *, leak, gamma, v_threshold=1.0):
+    """RGA's rate-function derivative (Bu et al., CVPR 2023) for ``H = λV + X``, z = x̄ / V_th:
+
+    ``f'(z) = γ`` for ``0 ≤ z ≤ 1 − λ``, ``(1 − γ + γλ) / (λ + 1)`` for ``1 − λ < z ≤ 2``, else 0;
+    returns ``f'(z) / V_th`` (the derivative w.r.t. x̄). The reference code adds both pieces at
+    the single point z = 1 − λ; here the pieces are disjoint. For IF (λ = 1) γ drops out: 1/2 on (0, 2].
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn.neuron import rga_slope
+        >>> g = rga_slope(jnp.array([-0.1, 0.1, 0.5, 2.5]), leak=0.8, gamma=0.2)  # (1 − 0.2 + 0.16) / 1.8
+        >>> [round(float(v), 4) for v in g]
+        [0.0, 0.2, 0.5333, 0.0]
+    """
+    z = x_bar / v_threshold
+    low = (z >= 0) & (z <= 1 - leak)
+    high = (z > 1 - leak) & (z <= 2)
+    g = jnp.where(low, gamma, jnp.where(high, (1 - gamma + gamma * leak) / (leak + 1), 0.0))
+    return (g / v_threshold).astype(x_bar.dtype)
+
+
 def scan(step, x_seq, v0, *, remat: bool = False, gradient: str = "bptt", return_trace: bool = False,
-         unroll: bool = False):
-    """Runs ``step`` over the time axis of ``x_seq`` from ``v0``; BPTR replaces the backward.
+         unroll: bool = False, rate_slope: Optional[Callable] = None):
+    """Runs ``step`` over the time axis of ``x_seq`` from ``v0``; the gradient mode shapes the backward.
 
     ``unroll`` unrolls the time loop fully (``lax.scan(unroll=True)``): for short T on CPU the
     loop overhead dominates (digits, T = 4: 1.4–1.8× training steps/s, measured A/B on a loaded
     machine); XLA then fuses across steps, so floats may differ in the last bits.
 
+    The rate modes (``"bptr"``, ``"rga"``, ``"ann"``) run the scan without gradient and add
+    ``slope·(x̄ − sg(x̄))`` (zero forward) to the spikes, so ``∂S_t/∂X_t' = slope / T``;
+    ``rate_slope(x_bar, rate) -> slope`` gives RGA's and the ANN proxy's slope (BPTR: ``1[r > 0]``).
+    ``"hart"`` detaches the state between steps and averages the input gradient over T.
+
     Returns the spikes ``[T, ...]`` (or the whole :class:`Trace`).
     """
     body = jax.checkpoint(step) if remat else step
-    if gradient == "bptr":
+    if gradient in RATE_GRADIENTS:
         x_const = jax.lax.stop_gradient(x_seq)
         _, trace = jax.lax.scan(body, v0, x_const, unroll=unroll)
         trace = jax.lax.stop_gradient(trace)
         rate = trace.spikes.mean(0)
         x_bar = x_seq.mean(0)
-        # backward through the rate: d r / d x̄ = 1[r > 0]; the output spikes carry it.
-        surrogate_path = jnp.where(rate > 0, x_bar - jax.lax.stop_gradient(x_bar), 0.0)
+        if gradient == "bptr":  # backward through the rate: d r / d x̄ = 1[r > 0]; the output spikes carry it.
+            surrogate_path = jnp.where(rate > 0, x_bar - jax.lax.stop_gradient(x_bar), 0.0)
+        else:
+            if rate_slope is None:
+                raise ValueError(f"neuron.scan: gradient={gradient!r} needs rate_slope(x_bar, rate)")
+            slope = jax.lax.stop_gradient(rate_slope(jax.lax.stop_gradient(x_bar), rate))
+            surrogate_path = slope * (x_bar - jax.lax.stop_gradient(x_bar))
         trace = trace._replace(spikes=trace.spikes + surrogate_path[None])
+    elif gradient == "hart":
+        hart_body = lambda v, x: body(jax.lax.stop_gradient(v), x)
+        _, trace = jax.lax.scan(hart_body, v0, time_mean_grad(x_seq), unroll=unroll)
     else:
         _, trace = jax.lax.scan(body, v0, x_seq, unroll=unroll)
     return trace if return_trace else trace.spikes
+
+
+def rate_slope_fn(cfg: "NeuronConfig", surrogate: Optional[Surrogate]) -> Optional[Callable]:
+    """``rate_slope(x_bar, rate)`` of ``cfg.gradient`` for :func:`scan` (``None`` outside rga / ann).
+
+    RGA maps the neuron onto ``H = λV + X'``: IF / DLIF λ = leak, X' = X; LIF λ = 1 − 1/τ and
+    X' = X/τ with ``decay_input`` (the chain rule's 1/τ included). γ = ``surrogate.width``.
+    """
+    if cfg.gradient == "ann":
+        return lambda x_bar, rate: (x_bar > 0).astype(x_bar.dtype)
+    if cfg.gradient != "rga":
+        return None
+    gamma = (default_surrogate(cfg) if surrogate is None else surrogate).width
+    if cfg.kind == "lif":
+        leak, scale = 1.0 - 1.0 / cfg.tau, (1.0 / cfg.tau if cfg.decay_input else 1.0)
+    else:
+        leak, scale = cfg.leak, 1.0
+    def slope(x_bar, rate):
+        g = jnp.asarray(gamma, x_bar.dtype)
+        return scale * rga_slope(scale * x_bar, leak=leak, gamma=g, v_threshold=cfg.v_threshold)
+    return slope
 
 
 def run(cfg: NeuronConfig, x_seq, *, gain=None, surrogate: Optional[Surrogate] = None,
@@ -248,7 +334,8 @@ def run(cfg: NeuronConfig, x_seq, *, gain=None, surrogate: Optional[Surrogate] =
     step = make_step(charge, v_threshold=cfg.v_threshold, v_reset=cfg.v_reset, detach_reset=cfg.detach_reset,
                      surrogate=default_surrogate(cfg) if surrogate is None else surrogate)
     v0 = jnp.full(x_seq.shape[1:], 0.0 if cfg.v_reset is None else cfg.v_reset, x_seq.dtype)
-    trace = scan(step, x_seq, v0, remat=cfg.remat, gradient=cfg.gradient, return_trace=True, unroll=cfg.unroll)
+    trace = scan(step, x_seq, v0, remat=cfg.remat, gradient=cfg.gradient, return_trace=True, unroll=cfg.unroll,
+                 rate_slope=rate_slope_fn(cfg, surrogate))
     return trace._replace(current=x_seq) if return_trace else trace.spikes
 
 

@@ -424,6 +424,76 @@ def test_bptr_lif_random_against_definition(x64):
     np.testing.assert_allclose(np.asarray(g), want, rtol=1e-12, atol=1e-15)
 
 
+# ----------------------------------------------------------------------------- attack-time modes: RGA, HART, ANN
+
+
+def _rga_ref(z, lam, gamma):
+    """Bu et al. 2023, as in hzc1208/HART_Attack RateBp (V_th = 1), with disjoint pieces."""
+    return np.where((z >= 0) & (z <= 1 - lam), gamma, np.where((z > 1 - lam) & (z <= 2), (1 - gamma + gamma * lam) / (lam + 1), 0.0))
+
+
+@pytest.mark.parametrize("leak", [1.0, 0.5, 0.8])
+def test_rga_gradient_is_its_formula(x64, leak):
+    x = _inputs((4, 9), seed=3, scale=1.5, shift=0.3)
+    c = _loss_weights(x.shape)[0]
+    gamma = 0.3
+    f = lambda x: jnp.sum(c * neuron.if_neuron(x, leak=leak, gradient="rga", surrogate=surrogate.triangle(gamma)))
+    np.testing.assert_array_equal(np.asarray(neuron.if_neuron(x, leak=leak, gradient="rga")),
+                                  np.asarray(neuron.if_neuron(x, leak=leak)))  # the same forward
+    x_bar = np.asarray(x).mean(0)
+    want = np.broadcast_to(_rga_ref(x_bar, leak, gamma) * np.asarray(c).sum(0) / x.shape[0], x.shape)
+    np.testing.assert_allclose(np.asarray(jgrad(f)(x)), want, rtol=1e-12, atol=1e-15)
+
+
+def test_rga_lif_maps_onto_leaky_if(x64):
+    """SpikingJelly LIF (decay_input): H = (1 − 1/τ)V + X/τ, so λ = 1 − 1/τ, X' = X/τ and ∂/∂X = f'(x̄/τ)/τ."""
+    tau, gamma = 2.0, 0.2
+    x = _inputs((4, 9), seed=4, scale=3.0, shift=0.2)
+    c = _loss_weights(x.shape)[0]
+    g = jgrad(lambda x: jnp.sum(c * neuron.lif(x, tau=tau, gradient="rga", surrogate=surrogate.triangle(gamma))))(x)
+    x_bar = np.asarray(x).mean(0)
+    want = np.broadcast_to(_rga_ref(x_bar / tau, 1 - 1 / tau, gamma) / tau * np.asarray(c).sum(0) / 4, x.shape)
+    np.testing.assert_allclose(np.asarray(g), want, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("kind", ["if", "lif"])
+def test_hart_gradient_is_its_definition(x64, kind):
+    """HART: H_t = charge(sg(V_{t−1}), X_t) and the input gradient averaged over T:
+    dL/dX_t' = (1/T) Σ_t c_t·g(H_t − V_th)·∂H_t/∂X_t (∂H/∂X = 1 for IF, 1/τ for LIF with decay_input)."""
+    x = _inputs((5, 8), seed=5, scale=1.5, shift=0.5)
+    c = _loss_weights(x.shape)[0]
+    s = surrogate.triangle(1.5)
+    run = neuron.if_neuron if kind == "if" else neuron.lif
+    trace = run(x, return_trace=True)
+    f = lambda x: jnp.sum(c * run(x, gradient="hart", surrogate=s))
+    np.testing.assert_array_equal(np.asarray(run(x, gradient="hart", surrogate=s)), np.asarray(trace.spikes))
+    dh = 1.0 if kind == "if" else 0.5
+    per_step = np.asarray(c) * np.maximum(0.0, 1 - np.abs(np.asarray(trace.h) - 1.0) / 1.5) / 1.5 * dh
+    want = np.broadcast_to(per_step.mean(0), x.shape)
+    np.testing.assert_allclose(np.asarray(jgrad(f)(x)), want, rtol=1e-12, atol=1e-15)
+
+
+def test_ann_proxy_gradient_is_relu_at_the_mean_current(x64):
+    x = _inputs((4, 9), seed=6, scale=1.0, shift=0.5)
+    c = _loss_weights(x.shape)[0]
+    g = jgrad(lambda x: jnp.sum(c * neuron.if_neuron(x, gradient="ann")))(x)
+    x_bar = np.asarray(x).mean(0)
+    assert (x_bar > 0).any() and (x_bar <= 0).any()
+    want = np.broadcast_to((x_bar > 0) * np.asarray(c).sum(0) / 4, x.shape)
+    np.testing.assert_allclose(np.asarray(g), want, rtol=1e-12, atol=1e-15)
+
+
+def test_rga_gamma_is_traced_data_one_trace():
+    x = _inputs((4, 6), seed=7, scale=1.0, shift=0.5)
+
+    def body(s, x):
+        return jax.grad(lambda x: neuron.if_neuron(x, leak=0.5, gradient="rga", surrogate=s).sum())(x)
+
+    f = jax.jit(chex.assert_max_traces(body, n=1))
+    for gamma in (0.1, 0.2, 0.4):
+        f(surrogate.as_data(surrogate.triangle(gamma)), x)
+
+
 # ----------------------------------------------------------------------------- jit / vmap over surrogates
 
 
@@ -471,7 +541,7 @@ def test_bad_leak(leak):
 
 @pytest.mark.parametrize("fn", [neuron.lif, neuron.if_neuron], ids=["lif", "if"])
 def test_bad_gradient_mode(fn):
-    with pytest.raises(ValueError, match=r"gradient='bpt'.*bptt, bptr"):
+    with pytest.raises(ValueError, match=r"gradient='bpt'.*bptt, bptr, rga, hart, ann"):
         fn(jnp.zeros((3, 2)), gradient="bpt")
 
 

@@ -45,6 +45,18 @@ def ref_straight_through(u, _):
     return np.ones_like(u)
 
 
+def ref_exponential(u, g):  # TMLR 2024 "EXP": α·exp(−γ|u|), α = 1 (IGITUGraz/RobustSNNConversion ExpSpike)
+    return np.exp(-g * np.abs(u))
+
+
+def ref_exponential_d(u, g):  # TMLR 2024 "EXP-D": the same with α = 0.3
+    return 0.3 * np.exp(-g * np.abs(u))
+
+
+def ref_pcw(u, g):  # TMLR 2024 / HART "PCW" / ZIF as written there: (1/γ)·(1/γ)·max(0, γ − |u|)
+    return (1 / g) * (1 / g) * np.maximum(0.0, g - np.abs(u))
+
+
 REFS = {
     "sigmoid": ref_sigmoid,
     "atan": ref_atan,
@@ -52,6 +64,8 @@ REFS = {
     "rectangle": ref_rectangle,
     "fast_sigmoid": ref_fast_sigmoid,
     "straight_through": ref_straight_through,
+    "exponential": ref_exponential,
+    "exponential_d": ref_exponential_d,
 }
 FACTORIES = {
     "sigmoid": surrogate.sigmoid,
@@ -59,6 +73,8 @@ FACTORIES = {
     "triangle": surrogate.triangle,
     "rectangle": surrogate.rectangle,
     "fast_sigmoid": surrogate.fast_sigmoid,
+    "exponential": surrogate.exponential,
+    "exponential_d": surrogate.exponential_d,
 }
 
 # (name, width): the METHODS.md defaults and non-default widths.
@@ -69,6 +85,8 @@ CASES = [
     ("rectangle", 1.0), ("rectangle", 0.5), ("rectangle", 3.0),
     ("fast_sigmoid", 25.0), ("fast_sigmoid", 1.0), ("fast_sigmoid", 100.0),
     ("straight_through", 1.0),
+    ("exponential", 0.5), ("exponential", 1.0), ("exponential", 2.0),
+    ("exponential_d", 0.5), ("exponential_d", 1.0), ("exponential_d", 2.0),
 ]
 
 
@@ -123,6 +141,21 @@ def test_default_widths_are_methods_defaults(x64):
                                    REFS[name](np.asarray(u), width), rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(np.asarray(surrogate.derivative(u, FACTORIES[name]())),
                                    REFS[name](np.asarray(u), width), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("gamma", [0.25, 0.5, 1.0, 2.0, 3.0])
+def test_triangle_is_the_tmlr_pcw(x64, gamma):
+    u = points(gamma)
+    np.testing.assert_allclose(np.asarray(surrogate.derivative(jnp.asarray(u), surrogate.triangle(gamma))),
+                               ref_pcw(u, gamma), rtol=1e-12, atol=1e-15)
+
+
+def test_exponential_kinds_vmap_with_the_others(x64):
+    bank = surrogate.stack([surrogate.triangle(1.0), surrogate.exponential(2.0), surrogate.exponential_d(0.5)])
+    u = jnp.asarray([0.0, 0.3, -1.0])
+    g = jax.vmap(lambda s: surrogate.derivative(u, s))(bank)
+    np.testing.assert_allclose(np.asarray(g), [ref_triangle(np.asarray(u), 1.0), ref_exponential(np.asarray(u), 2.0),
+                                               ref_exponential_d(np.asarray(u), 0.5)], rtol=1e-12)
 
 
 def test_hand_values(x64):
