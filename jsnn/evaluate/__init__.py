@@ -39,6 +39,7 @@ from absl import logging
 
 from jsnn import checkpoint, io, models, parallel
 from jsnn import data as data_lib
+from jsnn.evaluate import events as event_kinds
 from jsnn.evaluate import report, runner, sanity, settings, suite
 from jsnn.evaluate.report import qte
 from jsnn.evaluate.runner import is_stochastic
@@ -94,7 +95,8 @@ def evaluate_workdir(workdir: str, overrides=None, num_examples: Optional[int] =
     target = suite.Target(models.logits_fn(run.model, variables), estimator_factory(run.model, variables))
     stochastic = is_stochastic(run.model, target.fn, jnp.asarray(images[: min(len(images), 16)]))
     spiking = isinstance(run.model, models.SpikingModel)
-    records_plan = plan(ev, stochastic=stochastic, spiking=spiking)
+    records_plan = plan(ev, stochastic=stochastic, spiking=spiking,
+                        events=event_kinds.info_of(models.dataset_info(run.config)))
     stamp = {"checkpoint_step": run.step, "fingerprint": run.fingerprint}
     path = os.path.join(workdir, output)
     records = {k: r for k, r in report.read_previous(path).items()  # another model's records are stale

@@ -63,7 +63,8 @@ def qte(records: Dict[str, dict]) -> Dict[str, dict]:
 
 def worst_case(records: Dict[str, dict], eps: float) -> Dict[str, Any]:
     """The strongest attack at ``eps``: its per-draw mean accuracy, and the lowest all-draws accuracy."""
-    at = [r for r in records.values() if _suite(r) and r["attack"] != "clean" and abs(r["eps"] - eps) < 1e-12]
+    at = [r for r in records.values() if _suite(r) and r["attack"] != "clean" and abs(r["eps"] - eps) < 1e-12
+          and r.get("family") != "events"]  # event budgets are not ε
     if not at:
         return {}
     worst = min(at, key=lambda r: r["accuracy"])
@@ -81,7 +82,7 @@ def plot(records: Dict[str, dict], path: str, title: str = "") -> None:
         e, a = np.array(pts).T
         ax.plot(e, a, marker="o", label=f)
     for r in records.values():
-        if _suite(r) and r.get("family") != "curve" and r["attack"] != "clean":
+        if _suite(r) and r.get("family") not in ("curve", "events") and r["attack"] != "clean":
             ax.scatter([r["eps"]], [r["accuracy"]], marker="x", label=r["name"].split("-eps")[0])
     ax.set_xlabel("ε (pixel units)")
     ax.set_ylabel("accuracy")

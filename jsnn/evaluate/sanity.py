@@ -10,6 +10,10 @@ Each check is a flag ``{"passed": bool | None, "detail": str}`` (None: not run):
 * ``zero_gradients``: the fraction of examples whose input gradient (CE, the model's own
   estimator) is exactly zero is ≤ ``sanity.zero_grad_max_fraction``.
 
+On event data :func:`jsnn.evaluate.events.sanity_flags` adds ``event_gradient_le_random`` (the
+gradient-guided event attack is at least as strong as random events of the same budget) and
+``monotone_budget``.
+
 A model that fails any check is reported as "possible gradient masking".
 
 Example:
@@ -34,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jsnn import attacks
+from jsnn.evaluate import events as event_kinds
 from jsnn.evaluate import report, runner
 
 
@@ -120,6 +125,7 @@ def checks(records: Dict[str, dict], grad_stats: Optional[dict], ev) -> Dict[str
                                              f"{grad_stats['zero_gradient_entries']:.4f} of gradient entries are 0"}
     else:
         flags["zero_gradients"] = {"passed": None, "detail": "not run"}
+    flags.update(event_kinds.sanity_flags(suite, tol))  # {} unless event records ran
     failed = [k for k, v in flags.items() if v["passed"] is False]
     return {"flags": flags, "failed": failed,
             "verdict": "possible gradient masking" if failed else "no sign of gradient masking"}

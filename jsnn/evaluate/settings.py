@@ -24,6 +24,7 @@ import ml_collections
 from jsnn import config as cfg_lib
 from jsnn.attacks import common as attack_common
 from jsnn.attacks import gradients as gradients_lib
+from jsnn.evaluate import events as event_kinds
 from jsnn.evaluate import suite
 from jsnn.evaluate.suite import parse_eps, parse_list, parse_number
 
@@ -32,7 +33,7 @@ AUTOATTACK_VERSIONS = ("auto", "standard", "rand")
 # integer fields and their minimum
 _INTS = (("num_examples", 0), ("batch_size", 1), ("pgd_restarts", 1), ("apgd_steps", 1), ("apgd_restarts", 1),
          ("square_queries", 2), ("eot", 0), ("eot_chunk", 0), ("draws", 1), ("ensemble_steps", 1),
-         ("transfer_steps", 1))
+         ("transfer_steps", 1), ("event_steps", 1), ("event_restarts", 1), ("event_random_restarts", 1))
 
 
 def default_eval_config() -> ml_collections.ConfigDict:
@@ -60,6 +61,10 @@ def default_eval_config() -> ml_collections.ConfigDict:
     c.ensemble_steps = 10  # PGD steps of each ensemble member
     c.transfer_from = ""  # workdir of a source run for the transfer attack
     c.transfer_steps = 10
+    c.event_budgets = "1,5,20"  # event data: budgets k (added/removed events) of event-l0 / event-random
+    c.event_steps = 10  # reduce-generate steps of event-l0 (jsnn.attacks.event_attack)
+    c.event_restarts = 1
+    c.event_random_restarts = 10  # random-event draws of the baseline (the best one is kept)
     c.sanity = ml_collections.ConfigDict()
     c.sanity.large_eps_max_accuracy = 0.1
     c.sanity.tolerance = 0.02
@@ -118,6 +123,7 @@ def validate_eval_config(ev) -> None:
         cfg_lib.check_int(ev[field], field, minimum, where="evaluate.")
     cfg_lib.check_number(ev.pgd_step_size, "pgd_step_size", low=0, where="evaluate.")
     cfg_lib.check_choice(ev.autoattack_version, "autoattack_version", AUTOATTACK_VERSIONS, where="evaluate.")
+    event_kinds.parse_budgets(ev)
     for spec in parse_list(ev.ensemble):
         try:
             gradients_lib.parse(spec)

@@ -7,8 +7,9 @@ A :class:`Kind` declares, for one name of ``evaluate.attacks``:
 * ``run(rec, target, x, y, key)`` — one batch: ``(hits [B], extra)`` where ``hits`` counts, per
   example, the judgement draws (out of ``settings.draws``) that classify the attacked point
   correctly, and ``extra`` holds per-example arrays (batch on the last axis) for ``summarize``;
-* ``family`` — ``"curve"`` kinds run over the ε list (lines of the plot, QTE), the others are
-  single points; ``box`` — ``"white"``, ``"black"`` or ``None`` (the sanity check
+* ``family`` — ``"curve"`` kinds run over the ε list (lines of the plot, QTE), ``"events"`` kinds
+  over ``evaluate.event_budgets`` (:mod:`jsnn.evaluate.events`), the others are single points;
+  ``box`` — ``"white"``, ``"black"`` or ``None`` (the sanity check
   ``whitebox_le_blackbox`` compares the two); ``skip`` — why a record cannot run here (or None).
 
 A new attack is one entry of :data:`KINDS`. Keys: ``run`` gets the batch key
@@ -44,6 +45,7 @@ import numpy as np
 
 from jsnn import attacks
 from jsnn.attacks import gradients as gradients_lib
+from jsnn.evaluate import events as event_kinds
 
 _PGD = re.compile(r"^pgd(\d+)$")
 
@@ -102,6 +104,7 @@ class Plan(NamedTuple):
     eot: int
     draws: int
     stochastic: bool
+    events: Optional[Dict[str, int]] = None  # {"frames": T, "max_count": m} on event data (events.info_of)
 
 
 class Kind(NamedTuple):
@@ -259,6 +262,10 @@ KINDS = (
          summarize=_sum_ensemble),
     Kind("transfer", "jsnn.attacks.transfer(jsnn.attacks.pgd, source)", _expand_transfer, _run_transfer,
          box="black", skip=lambda s, ev, spiking: None if s["source"] else "evaluate.transfer_from is empty"),
+    Kind("event-l0", "jsnn.attacks.event_attack", event_kinds.expand_l0, event_kinds.run_l0, family=event_kinds.FAMILY,
+         box=None, skip=event_kinds.skip, summarize=event_kinds.summarize),
+    Kind("event-random", "jsnn.attacks.random_events", event_kinds.expand_random, event_kinds.run_random,
+         family=event_kinds.FAMILY, box=None, skip=event_kinds.skip, summarize=event_kinds.summarize),
 )
 NAMES = tuple(k.name for k in KINDS)
 _BY_NAME = {k.name: k for k in KINDS}
@@ -285,14 +292,18 @@ def check_attacks(tokens: List[str]) -> None:
 # ----------------------------------------------------------------------------- the plan
 
 
-def plan(ev, *, stochastic: bool, spiking: bool) -> List[Dict[str, Any]]:
+def plan(ev, *, stochastic: bool, spiking: bool, events: Optional[Dict[str, int]] = None) -> List[Dict[str, Any]]:
     """The records the suite will produce, in order: the kinds of ``evaluate.attacks``, then the sanity records.
+
+    ``events`` (:func:`jsnn.evaluate.events.info_of` of the dataset) marks event data: every record then
+    says which ``input`` it attacks (``"frames"`` or ``"events"``); without it the event kinds are skipped.
 
     Each record: ``name, attack, kind, function, family, box, eps, eps_label, steps, eot, estimator, purpose,
     settings`` (+ ``skip`` with the reason when it cannot run here).
     """
     p = Plan(norm=ev.norm, eps=parse_eps(ev), main=parse_number(ev.main_eps, "main_eps"),
-             eot=ev.eot or (20 if stochastic else 1), draws=ev.draws if stochastic else 1, stochastic=stochastic)
+             eot=ev.eot or (20 if stochastic else 1), draws=ev.draws if stochastic else 1, stochastic=stochastic,
+             events=events)
     common = dict(norm=p.norm, draws=p.draws, num_examples=ev.num_examples, split=ev.split, seed=ev.seed,
                   batch_size=ev.batch_size)
     out = []
@@ -302,6 +313,10 @@ def plan(ev, *, stochastic: bool, spiking: bool) -> List[Dict[str, Any]]:
                    family=k.family,
                    box=k.box, eps=float(one["eps"]), eps_label=eps_label(one["eps"]), purpose=purpose,
                    settings=dict(common, **one["settings"]))
+        if events:
+            rec["input"] = "events" if k.family == event_kinds.FAMILY else "frames"
+        if k.family == event_kinds.FAMILY:
+            rec["eps_label"] = f"{one['settings']['budget']} events"
         reason = k.skip(rec["settings"], ev, spiking)
         if reason:
             rec["skip"] = reason
