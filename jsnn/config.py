@@ -29,7 +29,7 @@ from typing import Any, Dict, Iterable, Mapping, NamedTuple, Optional, Sequence
 import ml_collections
 
 # Fields that may change between a run and its resumption (they do not change the trajectory).
-RESUMABLE_FIELDS = ("train.log_every", "train.checkpoint_every", "train.eval_every")
+RESUMABLE_FIELDS = ("train.log_every", "train.checkpoint_every", "train.eval_every", "train.tensorboard")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant")
 
@@ -219,13 +219,14 @@ def read_optim(section) -> OptimConfig:
 
 
 class TrainConfig(NamedTuple):
-    """``config.train``: length, logging, checkpointing, clean-evaluation draws."""
+    """``config.train``: length, logging, checkpointing, clean-evaluation draws, TensorBoard event files."""
 
     num_epochs: Optional[float] = 15.0
     num_steps: Optional[int] = None
     checkpoint_every: int = 100
     log_every: int = 25
     eval_draws: int = 10
+    tensorboard: bool = True
 
 
 def read_train(section) -> TrainConfig:
@@ -246,6 +247,7 @@ def read_train(section) -> TrainConfig:
         checkpoint_every=check_int(f["checkpoint_every"], "train.checkpoint_every", 1),
         log_every=check_int(f["log_every"], "train.log_every", 1),
         eval_draws=check_int(f["eval_draws"], "train.eval_draws", 1),
+        tensorboard=check_bool(f["tensorboard"], "train.tensorboard"),
     )
     if cfg.num_steps is None and cfg.num_epochs is None:
         raise ValueError("train.num_epochs: must be a finite number > 0 when train.num_steps is unset, got None")

@@ -33,7 +33,7 @@ from jsnn import checkpoint
 from jsnn import config as cfg_lib
 from jsnn import data as data_lib
 from jsnn import defenses as defenses_lib
-from jsnn import io, losses, models, parallel
+from jsnn import io, losses, models, parallel, tensorboard
 
 
 
@@ -225,7 +225,9 @@ def init_state(config, model, optimizer, key) -> TrainState:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
     """Trains ``config`` into ``workdir`` (resuming if a checkpoint exists) and evaluates clean accuracy.
 
-    Writes ``config.json``, ``checkpoints/``, ``metrics.jsonl`` and ``results.json``.
+    Writes ``config.json``, ``checkpoints/``, ``metrics.jsonl``, ``results.json`` and, unless
+    ``train.tensorboard=False``, TensorBoard event files of the same metrics in ``tb/train``
+    (:mod:`jsnn.tensorboard`).
 
     Returns:
       The results dict (also in ``workdir/results.json``).
@@ -242,7 +244,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         >>> tmp = tempfile.TemporaryDirectory()
         >>> results = train.train_and_evaluate(config, tmp.name)
         >>> results["steps"], results["test_examples"], sorted(os.listdir(tmp.name))
-        (4, 360, ['checkpoints', 'config.json', 'metrics.jsonl', 'results.json'])
+        (4, 360, ['checkpoints', 'config.json', 'metrics.jsonl', 'results.json', 'tb'])
         >>> run = checkpoint.load_run(tmp.name)
         >>> type(run.model).__name__, run.model.T, sorted(run.variables), run.step
         ('SpikingMLP', 2, ['batch_stats', 'params'], 4)
@@ -289,10 +291,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     info = models.dataset_info(config)
     log_every = tcfg.log_every
     batches = data_lib.train_batches(config.data, config.seed, start_step=start)
+    tb_dir, tb_on = tensorboard.logdir(workdir, "train"), lead and tcfg.tensorboard
+    schedule = make_schedule(cfg_lib.read_optim(config.optim), num_steps)
     t0 = time.time()
     t_last, step_last = t0, start
     window = []
-    with open(metrics_path if lead else os.devnull, "a") as mf:
+    with open(metrics_path if lead else os.devnull, "a") as mf, \
+            tensorboard.Writer(tb_dir, purge_step=start + 1, enabled=tb_on) as tb:  # drops steps > start logged before
         for step in range(start, num_steps):
             batch = next(batches)
             data_lib.check_batch(batch["image"], batch["label"], info.num_classes, info.image_shape)
@@ -315,6 +320,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                         "lower optim.learning_rate (or check the data) and train into a new --workdir")
                 mf.write(json.dumps(m) + "\n")
                 mf.flush()
+                tb.scalars(done, tensorboard.train_scalars(m, learning_rate=schedule(done - 1), batch_size=batch_size))
                 eta = (num_steps - done) / max(rate, 1e-9)
                 logging.info("step %d/%d loss %.4f acc %.3f | %.1f steps/s, %.1f img/s, ETA %.0fs", done, num_steps,
                              m["loss"], m["accuracy"], rate, rate * batch_size, eta)
@@ -334,6 +340,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     }
     if lead:
         io.write_json(os.path.join(workdir, "results.json"), results)
+    with tensorboard.Writer(tb_dir, kind="test", replace=True, enabled=tb_on) as tb:
+        tb.scalars(num_steps, {"test/accuracy": ev["accuracy"], "test/loss": ev["loss"]})
     logging.info("clean accuracy %.4f on %d test examples (seed %d, %d steps)", ev["accuracy"], ev["examples"],
                  config.seed, num_steps)
     return results

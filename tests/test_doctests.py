@@ -26,7 +26,7 @@ WITH_EXAMPLES = ("jsnn.attacks", "jsnn.attacks.apgd", "jsnn.attacks.autoattack",
                  "jsnn.models", "jsnn.models.base",
                  "jsnn.models.resnet", "jsnn.models.small", "jsnn.models.vgg", "jsnn.neuron", "jsnn.parallel",
                  "jsnn.surrogate", "jsnn.sweep", "jsnn.sweep.grid", "jsnn.sweep.runner", "jsnn.sweep.summary",
-                 "jsnn.train")
+                 "jsnn.tensorboard", "jsnn.train")
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 

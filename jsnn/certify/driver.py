@@ -121,7 +121,7 @@ def certify_workdir(workdir: str, *, sigma: Optional[float] = None, noise: str =
     Returns:
       The dict written to ``workdir/output``.
     """
-    from jsnn import checkpoint, data, io, models, parallel
+    from jsnn import checkpoint, data, io, models, parallel, tensorboard
 
     cfg.check_int(n0, "--n0")
     cfg.check_int(n, "--n")
@@ -194,6 +194,10 @@ def certify_workdir(workdir: str, *, sigma: Optional[float] = None, noise: str =
     smoothing.plot_certified_accuracy([r["radius"] for r in records], [r["correct"] for r in records],
                                       os.path.splitext(path)[0] + ".png",
                                       title=f"{config.model.name}, σ={sigma:g}, n={n}")
+    if tensorboard.enabled(config):  # tb/certify: the curve and summary of this file
+        tensorboard.write_certification(tensorboard.result_logdir(workdir, output, "certify.json", "certify"), result,
+                                        *smoothing.certified_curve([r["radius"] for r in records],
+                                                                   [r["correct"] for r in records]))
     s = result["summary"]
     logging.info("certified accuracy %s | ACR %.4f | abstain %.3f (%d images) → %s", s["certified_accuracy"],
                  s["average_certified_radius"], s["abstain_rate"], s["num_images"], path)

@@ -311,17 +311,22 @@ def average_certified_radius(radius, correct) -> float:
     return float(np.mean(radius * np.asarray(correct, bool)))
 
 
+def certified_curve(radius, correct, num: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """``(radii, certified accuracy)`` on ``num`` radii from 0 to ``max(1, 1.1·largest radius)``."""
+    radius = np.asarray(radius, np.float64)
+    grid = np.linspace(0.0, max(1.0, float(radius.max(initial=0.0)) * 1.1), num)
+    return grid, certified_accuracy(radius, correct, grid)
+
+
 def plot_certified_accuracy(radius, correct, path, *, title: str = "") -> None:
     """Writes a PNG of certified accuracy vs L2 radius (Cohen et al., Fig. 6 style)."""
     from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
 
-    radius = np.asarray(radius, np.float64)
-    correct = np.asarray(correct, bool)
-    top = max(1.0, float(radius.max(initial=0.0)) * 1.1)
-    grid = np.linspace(0.0, top, 200)
+    grid, curve = certified_curve(radius, correct)
+    top = float(grid[-1])
     fig = Figure(figsize=(5, 3.5))
     ax = fig.subplots()
-    ax.plot(grid, certified_accuracy(radius, correct, grid), lw=2)
+    ax.plot(grid, curve, lw=2)
     ax.plot(RADII, certified_accuracy(radius, correct, RADII), "o", color="C1")
     ax.set(xlabel="L2 radius", ylabel="certified accuracy", ylim=(0, 1), xlim=(0, top), title=title)
     ax.grid(alpha=0.3)

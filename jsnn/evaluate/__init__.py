@@ -37,7 +37,7 @@ from typing import Any, Dict, Optional
 import jax.numpy as jnp
 from absl import logging
 
-from jsnn import checkpoint, io, models, parallel
+from jsnn import checkpoint, io, models, parallel, tensorboard
 from jsnn import data as data_lib
 from jsnn.evaluate import events as event_kinds
 from jsnn.evaluate import report, runner, sanity, settings, suite
@@ -144,6 +144,9 @@ def evaluate_workdir(workdir: str, overrides=None, num_examples: Optional[int] =
     report.plot({n: records[n] for n in doc["suite"]}, os.path.splitext(path)[0] + ".png",
                 title=f"{run.config.model.name} T={getattr(run.model, 'T', '?')} step {run.step} "
                       f"({ev.norm}, {len(labels)} examples)")
+    if tensorboard.enabled(run.config):  # tb/evaluate: this file's records and accuracy-vs-ε curves
+        tensorboard.write_robustness(tensorboard.result_logdir(workdir, output, ROBUSTNESS, "evaluate"), doc,
+                                     report.curves({n: records[n] for n in doc["suite"]}))
     for k, v in doc["sanity"]["flags"].items():
         logging.info("sanity %-22s %-6s %s", k, report.status_line(v["passed"]), v["detail"])
     logging.info("verdict: %s (%.0fs)", doc["sanity"]["verdict"], time.time() - t_start)

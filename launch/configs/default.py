@@ -66,4 +66,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 100
     config.train.log_every = 25
     config.train.eval_draws = 10  # stochastic models: clean accuracy averaged over draws
+    config.train.tensorboard = True  # event files under workdir/tb (train, evaluate, certify); see docs/tensorboard.md
     return config
