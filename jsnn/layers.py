@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from typing import NamedTuple, Optional, Sequence
 
 import flax.linen as nn
@@ -25,7 +26,7 @@ from jsnn.surrogate import Surrogate
 
 # The neuron presets live with their dynamics in jsnn.neuron; re-exported for model code.
 __all__ = ["DLIF", "IF", "LIF", "NeuronConfig", "SpikingNeuron", "Encoder", "EncoderConfig", "Normalize",
-           "attack_surrogate", "batch_norm", "merge_time", "split_time", "time_average"]
+           "attack_surrogate", "batch_norm", "merge_time", "neuron_override", "split_time", "time_average"]
 
 _ATTACK_SURROGATE: contextvars.ContextVar = contextvars.ContextVar("jsnn_attack_surrogate", default=None)
 
@@ -55,6 +56,36 @@ def attack_surrogate(surrogate: Optional[Surrogate]):
         yield
     finally:
         _ATTACK_SURROGATE.reset(token)
+
+
+_NEURON_OVERRIDE: contextvars.ContextVar = contextvars.ContextVar("jsnn_neuron_override", default=None)
+
+
+@contextlib.contextmanager
+def neuron_override(run):
+    """Within the block, every :class:`SpikingNeuron` calls ``run(module, cfg, x_seq, **kw)`` for
+    :func:`jsnn.neuron.run` (same keywords; it returns a :class:`jsnn.neuron.Trace`).
+
+    The hook of the attack-time estimators that read the layer's own membrane potential
+    (PDSG, ASSG in :mod:`jsnn.attacks.adaptive`); ``module`` gives the layer's path. Like
+    :func:`attack_surrogate` it only matters while a forward is traced inside the block.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jsnn import neuron
+        >>> from jsnn.layers import SpikingNeuron, neuron_override
+        >>> def loud(module, cfg, x_seq, **kw):
+        ...     print(module.path, x_seq.shape)
+        ...     return neuron.run(cfg, x_seq, **kw)
+        >>> with neuron_override(loud):
+        ...     _ = SpikingNeuron(T=2).apply({}, jnp.ones((2, 3)))
+        () (2, 1, 3)
+    """
+    token = _NEURON_OVERRIDE.set(run)
+    try:
+        yield
+    finally:
+        _NEURON_OVERRIDE.reset(token)
 
 
 def merge_time(x):
@@ -104,8 +135,10 @@ class SpikingNeuron(nn.Module):
     def __call__(self, x):
         cfg = self.config
         gain = self.param("gain", nn.initializers.ones, (self.T,), jnp.float32) if cfg.kind == "dlif" else None
-        trace = neuron.run(cfg, split_time(x, self.T), gain=gain, surrogate=_ATTACK_SURROGATE.get(),
-                           return_trace=True, where="model.")
+        override = _NEURON_OVERRIDE.get()
+        run = neuron.run if override is None else functools.partial(override, self)
+        trace = run(cfg, split_time(x, self.T), gain=gain, surrogate=_ATTACK_SURROGATE.get(),
+                    return_trace=True, where="model.")
         self.sow("intermediates", "current", trace.current)
         self.sow("intermediates", "membrane", trace.h)
         return merge_time(trace.spikes)
@@ -132,7 +165,8 @@ class EncoderConfig(NamedTuple):
 
 
 class Encoder(nn.Module):
-    """Encodes ``[B, H, W, C]`` images to merged ``[B·T, H, W, C]``; draws from rng ``"noise"``.
+    """Encodes ``[B, H, W, C]`` images (or ``[B, T, H, W, C]`` event frames for the ``frames``
+    encoders) to merged ``[B·T, H, W, C]``; draws from rng ``"noise"``.
 
     Example:
         >>> import jax.numpy as jnp
@@ -141,6 +175,10 @@ class Encoder(nn.Module):
         >>> h = Encoder(T=3).apply({}, x)  # direct coding: the image at every step
         >>> h.shape, bool(jnp.all(split_time(h, 3) == x))
         ((6, 4, 4, 1), True)
+        >>> from jsnn.layers import EncoderConfig
+        >>> f = jnp.arange(2 * 3 * 4.0).reshape(2, 3, 2, 2, 1)  # event frames [B, T, H, W, C]
+        >>> bool(jnp.all(Encoder(T=3, config=EncoderConfig("frames")).apply({}, f) == f.reshape(6, 2, 2, 1)))
+        True
     """
 
     T: int
@@ -156,6 +194,11 @@ class Encoder(nn.Module):
         elif cfg.name == "rsc":
             seq = encoding.rsc(x, self.T, self.make_rng("noise"), sigma=cfg.sigma,
                                per_step=cfg.per_step, clip=cfg.clip)
+        elif cfg.name == "frames":  # event frames [B, T, H, W, 2]: the merge is a plain reshape
+            seq = encoding.frames(x, self.T)
+        elif cfg.name == "frames_rsc":
+            seq = encoding.frames_rsc(x, self.T, self.make_rng("noise"), sigma=cfg.sigma,
+                                      per_step=cfg.per_step, clip=cfg.clip)
         else:
             raise ValueError(f"model.encoder: unknown encoder {cfg.name!r}; allowed: {', '.join(encoding.ENCODERS)}")
         return merge_time(seq)
