@@ -70,10 +70,15 @@ def test_digits_info_statistics_and_readonly():
 
 
 def test_info_of_every_dataset_is_consistent():
-    for name in D.DATASETS:
+    for name in D.IMAGE_DATASETS:
         meta = D.info(name)
         assert len(meta.mean) == len(meta.std) == meta.image_shape[-1]
         assert all(0 < s < 1 for s in meta.std) and all(0 < m < 1 for m in meta.mean)
+    for name in D.EVENT_DATASETS:  # frames [T, H, W, 2]; tonic datasets normalize with mean 0, std 1
+        meta = D.info(name)
+        assert len(meta.mean) == len(meta.std) == meta.image_shape[-1] == 2 and meta.image_shape[0] == meta.frames
+        assert all(0 < s <= 1 for s in meta.std) and all(0 <= m < 1 for m in meta.mean)
+    assert set(D.DATASETS) == set(D.IMAGE_DATASETS) | set(D.EVENT_DATASETS)
     assert D.info("cifar10").image_shape == (32, 32, 3)
     assert D.info("imagenet2012", image_size=224).image_shape == (224, 224, 3)
     assert D.info("cifar100").num_classes == 100

@@ -1,7 +1,10 @@
 """Host-side image augmentation in numpy, vectorized over the batch.
 
 Every op takes a seeded ``np.random.Generator`` and a batch of NHWC images and returns a
-new array of the same shape and dtype (the input is never modified). The pipeline in
+new array of the same shape and dtype (the input is never modified). :func:`augment` also takes
+event frames ``[B, T, H, W, C]``: each example's T frames get the same crop, flip and Cutout (a
+translation, mirror or occlusion of the whole recording), and frame values stay multiples of the
+event quantum (crops shift zeros in, Cutout writes zeros). The pipeline in
 :mod:`jsnn.data` seeds the generator from ``(seed, step)`` so a resumed run draws the same
 augmentation as an uninterrupted one.
 
@@ -108,6 +111,9 @@ def augment(rng: np.random.Generator, images: np.ndarray, *, crop_padding: int =
             flip: bool = False, cutout_size: int = 0) -> np.ndarray:
     """Crop (if ``crop_padding``) → flip (if ``flip``) → Cutout (if ``cutout_size``), in that order.
 
+    ``images`` are NHWC, or event frames ``[B, T, H, W, C]`` (one draw per example, applied to all
+    its frames: T is folded into the channels).
+
     Example:
         >>> import numpy as np
         >>> from jsnn.data.augment import augment
@@ -117,8 +123,17 @@ def augment(rng: np.random.Generator, images: np.ndarray, *, crop_padding: int =
         ((4, 8, 8, 3), dtype('float32'), True, True)
         >>> bool(np.array_equal(augment(np.random.default_rng(0), x), x))  # all off: unchanged
         True
+        >>> f = np.ones((2, 3, 8, 8, 2), np.float32)  # event frames: the same Cutout in every frame
+        >>> g = augment(np.random.default_rng(0), f, cutout_size=3)
+        >>> g.shape, all(np.array_equal(g[b, 0], g[b, t]) for b in range(2) for t in range(3))
+        ((2, 3, 8, 8, 2), True)
     """
     out = np.asarray(images)
+    if out.ndim == 5:  # [B, T, H, W, C] → [B, H, W, T·C] → augment → back
+        b, t, h, w, c = out.shape
+        folded = out.transpose(0, 2, 3, 1, 4).reshape(b, h, w, t * c)
+        folded = augment(rng, folded, crop_padding=crop_padding, flip=flip, cutout_size=cutout_size)
+        return folded.reshape(b, h, w, t, c).transpose(0, 3, 1, 2, 4)
     if crop_padding:
         out = random_crop(rng, out, crop_padding)
     if flip:

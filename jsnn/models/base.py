@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 from jax.tree_util import Partial
 
+from jsnn import encoding
 from jsnn import surrogate as surrogate_lib
 from jsnn.layers import EncoderConfig, attack_surrogate
 from jsnn.neuron import LIF, NeuronConfig
@@ -75,7 +76,11 @@ class SpikingModel(nn.Module):
         return self.encoder.stochastic
 
     def check_input(self, x):
-        if x.ndim != 4:
+        if self.encoder.name in encoding.FRAME_ENCODERS:
+            if x.ndim != 5:
+                raise ValueError(f"model input: encoder {self.encoder.name!r} expects event frames of rank 5 "
+                                 f"[B, T, H, W, 2], got shape {x.shape}")
+        elif x.ndim != 4:
             raise ValueError(f"model input: expected images of rank 4 [B, H, W, C], got shape {x.shape}")
         if self.input_channels is not None and x.shape[-1] != self.input_channels:
             raise ValueError(f"model input: expected {self.input_channels} channels (NHWC), got shape {x.shape}")

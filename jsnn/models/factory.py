@@ -72,7 +72,24 @@ def encoder_config(model_cfg) -> EncoderConfig:
 
 
 def dataset_info(config) -> data_lib.DatasetInfo:
-    return data_lib.info(config.data.name, cfg_lib.get(config.data, "image_size", None))
+    return data_lib.info(config.data.name, cfg_lib.get(config.data, "image_size", None),
+                         cfg_lib.get(config.data, "events", None))
+
+
+def _check_frames(info, encoder: EncoderConfig, T: int, data_name: str) -> None:
+    """Event frames need a ``frames`` encoder with one step per frame; images need an image encoder."""
+    if info.frames is None:
+        if encoder.name in encoding.FRAME_ENCODERS:
+            raise ValueError(f"model.encoder.name: {encoder.name!r} reads event frames, but data.name={data_name!r} "
+                             f"gives images; use one of {', '.join(sorted(data_lib.EVENT_DATASETS))} or an image "
+                             "encoder (direct, poisson, rsc)")
+        return
+    if encoder.name not in encoding.FRAME_ENCODERS:
+        raise ValueError(f"model.encoder.name: {encoder.name!r} on event data {data_name!r}; event frames are their "
+                         f"own encoding: use {', '.join(sorted(encoding.FRAME_ENCODERS))}")
+    if T != info.frames:
+        raise ValueError(f"model.T: {T} time steps but data.events.frames = {info.frames}; the frames encoder "
+                         "feeds one frame per step, so they must be equal")
 
 
 MODEL_FIELDS = ("name", "T", "neuron", "tau", "leak", "v_threshold", "reset", "v_reset", "decay_input",
@@ -107,7 +124,9 @@ def from_config(config) -> SpikingModel:
     T = cfg_lib.check_int(cfg_lib.get(config.model, "T", 4), "model.T", 1)
     extra = dict(cfg_lib.get(config.model, "kwargs", None) or {})
     _check_kwargs(name, extra)
+    encoder = encoder_config(config.model)
+    _check_frames(info, encoder, T, config.data.name)
     return get_model(
         name, num_classes=info.num_classes, T=T, neuron=neuron_config(config.model),
-        encoder=encoder_config(config.model), mean=tuple(info.mean), std=tuple(info.std),
+        encoder=encoder, mean=tuple(info.mean), std=tuple(info.std),
         input_channels=info.image_shape[-1], **extra)

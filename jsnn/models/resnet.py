@@ -340,7 +340,7 @@ class SEWResNet(SpikingModel):
                              f"got blocks={blocks!r}, widths={widths!r}")
         stem = self.stem
         if stem == "auto":
-            stem = "cifar" if max(x.shape[1], x.shape[2]) <= 64 else "imagenet"
+            stem = "cifar" if max(x.shape[-3], x.shape[-2]) <= 64 else "imagenet"
         h = Encoder(self.T, self.encoder)(x)
         h = Normalize(self.mean, self.std)(h)
         if stem == "imagenet":

@@ -124,7 +124,7 @@ class SpikingVGG(SpikingModel):
         stages = check_stages(self.stages)
         rate = check_rate(self.dropout)
         n_pool = sum(1 for s in stages if s in POOLS)
-        if min(x.shape[1], x.shape[2]) < 2 ** n_pool:
+        if min(x.shape[-3], x.shape[-2]) < 2 ** n_pool:
             raise ValueError(f"model input: {n_pool} pooling stages need H, W >= {2 ** n_pool}, got shape {x.shape}")
         h = Encoder(self.T, self.encoder)(x)
         h = Normalize(self.mean, self.std)(h)
