@@ -1,0 +1,109 @@
+"""The event-digits study: vanilla / SR / AT / SR+AT × seeds, each evaluated under both event threat models.
+
+  python -m launch.study_events --workdir=/tmp/jsnn/study_events [--seeds=0,1,2] [--num_epochs=3] \\
+      [--num_examples=100] [--configs=vanilla,sr,at,sr_at] [--budgets=1,5,20] [--summarize_only]
+
+For each ``launch/configs/events_<name>.py`` and seed, :func:`jsnn.sweep.run_sweep` trains
+``WORKDIR/<name>/seed=<s>/`` on the embedded event digits and runs :mod:`jsnn.evaluate` on it
+(resumable: rerunning skips finished runs), with the same protocol for every model:
+
+* frame space: PGD-N (L∞, frames kept in [0, 1]) over the ε list of the config (frame units;
+  one event is 1/max_count) — the threat model the event-robustness papers report;
+* event space: ``event-l0`` (gradient-guided, at most k added/removed events, valid event frames)
+  and its ``event-random`` baseline over ``--budgets``; the sanity flag
+  ``event_gradient_le_random`` checks that the gradient attack is the stronger one.
+
+All runs share one process, so every attack compiles once for the whole study (the model's
+parameters are traced). Tables: :func:`launch.study_defenses.summarize` (``study.md``,
+``study.csv``, ``study.json``, plots).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from absl import app, flags, logging
+
+from launch import common, study_defenses
+
+CONFIGS = ("vanilla", "sr", "at", "sr_at")
+SUITE = "clean,pgd10,event-l0,event-random"
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    flags.DEFINE_string("workdir", None, "Study directory (one sub-directory per config).")
+    flags.DEFINE_string("configs", ",".join(CONFIGS), "Comma list of names of launch/configs/events_<name>.py.")
+    flags.DEFINE_string("seeds", "0,1,2", "Seeds, '0,1,2' or '0:3'.")
+    flags.DEFINE_float("num_epochs", None, "Override train.num_epochs of every config (None: the config's).")
+    flags.DEFINE_integer("num_examples", 100, "Test examples attacked per run (0 = the whole test split).")
+    flags.DEFINE_string("attacks", SUITE, "Evaluation suite (jsnn.evaluate attack names).")
+    flags.DEFINE_string("eps", None, "Frame-space ε list (None: the config's evaluate.eps).")
+    flags.DEFINE_string("budgets", "1,5,20", "Event budgets k of event-l0 / event-random.")
+    flags.DEFINE_bool("summarize_only", False, "Only write the table and plots from finished runs.")
+    flags.mark_flags_as_required(["workdir"])
+
+
+def study_config(name: str, num_epochs=None):
+    """``launch/configs/events_<name>.py``'s config, with the study's training length."""
+    try:
+        mod = importlib.import_module(f"launch.configs.events_{name}")
+    except ModuleNotFoundError:
+        raise ValueError(f"--configs: no launch/configs/events_{name}.py") from None
+    config = mod.get_config()
+    if num_epochs is not None:
+        config.train.num_epochs = float(num_epochs)
+        config.train.num_steps = None
+    return config
+
+
+def eval_overrides(*, num_examples: int, attacks: str = SUITE, budgets: str = "1,5,20", eps=None) -> dict:
+    """``config.evaluate`` overrides of the study protocol."""
+    out = {"attacks": attacks, "num_examples": int(num_examples), "event_budgets": budgets}
+    if eps:
+        out["eps"] = eps
+    return out
+
+
+def run_study(workdir: str, names, seeds, *, num_epochs=None, overrides=None):
+    """Trains and evaluates every (config, seed) not finished yet; returns the failed run names."""
+    from jsnn import sweep
+
+    configs = {n: study_config(n, num_epochs) for n in names}  # every config loads before any run
+    failed = []
+    for seed in seeds:  # seed-major: an interrupted study has every config for its first seeds
+        for i, name in enumerate(names):
+            logging.info("study seed %s, config %d/%d: events_%s", seed, i + 1, len(names), name)
+            report = sweep.run_sweep(configs[name], os.path.join(workdir, name), (), [seed],
+                                     evaluate=sweep.make_evaluate(overrides))
+            failed += [f"{name}/{r}" for r in report.failed]
+    return failed
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from jsnn import sweep
+
+    with common.clean_errors():
+        names = [n.strip() for n in FLAGS.configs.split(",") if n.strip()]
+        seeds = sweep.parse_seeds(FLAGS.seeds)
+        os.makedirs(FLAGS.workdir, exist_ok=True)
+        failed = []
+        if not FLAGS.summarize_only:
+            overrides = eval_overrides(num_examples=FLAGS.num_examples, attacks=FLAGS.attacks, budgets=FLAGS.budgets,
+                                       eps=FLAGS.eps)
+            failed = run_study(FLAGS.workdir, names, seeds, num_epochs=FLAGS.num_epochs, overrides=overrides)
+        study_defenses.summarize(FLAGS.workdir, names, seeds)
+        print(open(os.path.join(FLAGS.workdir, "study.md")).read())
+        if failed:
+            print(f"failed runs (see their error.txt): {', '.join(failed)}", file=sys.stderr)
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
