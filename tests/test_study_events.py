@@ -1,0 +1,21 @@
+"""launch/study_events.py: its configs load and its protocol is a valid evaluation on event data."""
+
+import pytest
+
+from jsnn import models
+from jsnn.evaluate import events, settings, suite
+from launch import study_events
+
+
+def test_configs_and_protocol():
+    for name in study_events.CONFIGS:
+        config = study_events.study_config(name, num_epochs=1)
+        assert config.train.num_epochs == 1.0 and config.train.num_steps is None
+        ev = settings.resolve_eval_config(config, study_events.eval_overrides(num_examples=10))
+        info = events.info_of(models.dataset_info(config))
+        assert info is not None, name
+        recs = suite.plan(ev, stochastic=False, spiking=True, events=info)
+        assert {r["input"] for r in recs} == {"frames", "events"} and not any(r.get("skip") for r in recs)
+        assert [r["name"] for r in recs if r["kind"] == "event-l0"] == ["event-l0-k1", "event-l0-k5", "event-l0-k20"]
+    with pytest.raises(ValueError, match="no launch/configs/events_nope.py"):
+        study_events.study_config("nope")
