@@ -15,7 +15,7 @@ import jsnn
 MODULES = sorted(m.name for m in pkgutil.walk_packages(jsnn.__path__, prefix="jsnn."))
 # Modules whose docstrings hold runnable examples today; the list only grows.
 WITH_EXAMPLES = ("jsnn.attacks", "jsnn.attacks.apgd", "jsnn.attacks.autoattack", "jsnn.attacks.common",
-                 "jsnn.attacks.eot", "jsnn.attacks.events", "jsnn.attacks.fab", "jsnn.attacks.fgsm", "jsnn.attacks.gradients",
+                 "jsnn.attacks.eot", "jsnn.attacks.events", "jsnn.attacks.fab", "jsnn.attacks.fgsm", "jsnn.attacks.ensemble", "jsnn.attacks.gradients",
                  "jsnn.attacks.losses", "jsnn.attacks.pgd", "jsnn.attacks.square", "jsnn.attacks.transfer",
                  "jsnn.certify", "jsnn.certify.driver", "jsnn.certify.smoothing", "jsnn.data", "jsnn.data.augment", "jsnn.data.digits", "jsnn.data.event_digits",
                  "jsnn.data.events", "jsnn.data.info", "jsnn.data.pipeline", "jsnn.data.tfds",

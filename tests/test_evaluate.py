@@ -80,7 +80,7 @@ def test_report_fields_png_and_values(run_dir, report):
             and rec[n]["purpose"] == "suite"))
     flags = doc["sanity"]["flags"]
     assert set(flags) == {"large_eps", "monotone_eps", "monotone_steps", "monotone_eot", "whitebox_le_blackbox",
-                          "zero_gradients"}
+                          "zero_gradients", "estimator_beats_training_surrogate"}
     assert flags["monotone_eot"]["passed"] is None  # deterministic model
     assert all(v["passed"] in (True, False, None) for v in flags.values())
     assert doc["possible_gradient_masking"] == bool(doc["sanity"]["failed"])

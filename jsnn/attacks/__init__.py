@@ -26,7 +26,7 @@ counts, ``draws`` for judging; ``full_output=True`` returns ``(x_adv, info)``)::
                draws=None, eot_chunk=None, batch_size=None, verbose=False)
         # info: robust [B], clean [B], stages {name: [B]}, draw_accuracy [B], all_draws [B]
         # (+ seconds with batch_size); autoattack_summary(info) -> {"clean": a0, "apgd-ce": a1, ...}
-    ensemble(attack, estimators, make_logits_fn, *, draws=1, chunk=None)
+    ensemble(attack, estimators, make_logits_fn, *, draws=1, chunk=None, search_examples=32)
         # call: ens(logits_fn, x, y, key, *, eps, full_output=False, **attack_kwargs); logits_fn judges;
         # info: x_adv [E, B, ...], correct [E, M, B], robust [M, B], accuracy, accuracy_all_draws,
         # per_estimator [E], worst [B]
@@ -47,8 +47,9 @@ number ≥ 0 or a ``[B]`` vector (fgsm / pgd / apgd); traced inputs inside a jit
 
 Modules: :mod:`~jsnn.attacks.common` (projection, random starts, best tracking),
 :mod:`~jsnn.attacks.losses` (CE, CW, DLR, targeted), :mod:`~jsnn.attacks.eot` (EOT oracle,
-final judgement over draws), :mod:`~jsnn.attacks.gradients` (surrogate/BPTR estimators and
-the worst case over an ensemble), and the attacks below.
+final judgement over draws), :mod:`~jsnn.attacks.gradients` (gradient estimators: surrogates,
+BPTR, RGA, HART, the ANN proxy; presets and their registry), :mod:`~jsnn.attacks.ensemble`
+(the worst case over estimators), and the attacks below.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -72,7 +73,8 @@ from jsnn.attacks.eot import correct_draws, robust_accuracy
 from jsnn.attacks.events import event_attack, random_events
 from jsnn.attacks.fab import fab_t, projection_linf
 from jsnn.attacks.fgsm import fgsm, rfgsm
-from jsnn.attacks.gradients import Estimator, ensemble, sr_ensemble
+from jsnn.attacks.ensemble import ensemble
+from jsnn.attacks.gradients import Estimator, sr_ensemble
 from jsnn.attacks.pgd import pgd
 from jsnn.attacks.square import square
 from jsnn.attacks.transfer import transfer

@@ -1,51 +1,51 @@
-"""Gradient estimators of spiking models for attacks, and the worst case over an ensemble of them.
+"""Gradient estimators of spiking models for attacks: values, names, presets, and the registry.
 
 A spiking model's forward is exact and the same for every estimator; only its backward
-(the surrogate shape/width under BPTT, or backprop through the rate, BPTR) changes the
-attack. An attack therefore picks its estimator independently of training.
+changes the attack, so an attack picks its estimator independently of training.
 
-Design:
+* :class:`Estimator` is a value ``Estimator(surrogate, gradient, grid)``: ``surrogate`` a
+  :class:`jsnn.surrogate.Surrogate` (``None`` = the model's own), ``gradient`` a mode of
+  :data:`jsnn.neuron.GRADIENTS` — ``"bptt"``, ``"bptr"``, ``"rga"``, ``"hart"``, ``"ann"`` — or one
+  registered in :data:`jsnn.models.base.ESTIMATOR_MODES` (``None`` = the model's own), and
+  ``grid`` widths to search over (HART's γ search, see :func:`jsnn.attacks.ensemble`).
+* Every width is *data*: the ensemble stacks the surrogates of the members that share a gradient
+  mode and ``vmap``s one attack over them (one compiled program for all BPTT widths and shapes).
+* :func:`parse` reads ``"triangle:1"``, ``"exponential:0.5"``, ``"bptr"``, ``"ann"``, ``"rga:0.2"``,
+  ``"hart"`` (γ searched over :data:`HART_GAMMAS`), ``"hart:1"`` (fixed), ``"hart:0.5/1/2"``
+  (searched over these), ``"default"``; :func:`expand` also reads the presets of :data:`PRESETS`:
+  ``"sr"`` (Liu et al. 2024: triangle(1), sigmoid(4), atan(2), BPTR), ``"tmlr"`` (the 19 variants of
+  Özdenizci & Legenstein, TMLR 2024) and ``"strong"`` (the model's own estimator, the 19, the
+  rest of SR, RGA and HART).
+* Extension point: :func:`register` adds a named estimator (and, by default, puts it into the
+  ``strong`` preset) in one line.
 
-* :class:`Estimator` is a value: ``Estimator(surrogate, gradient)`` with ``surrogate`` a
-  :class:`jsnn.surrogate.Surrogate` (or ``None`` = the model's own) and ``gradient``
-  ``"bptt"`` / ``"bptr"`` (or ``None`` = the model's own). :func:`parse` reads
-  ``"triangle:1"``, ``"atan"``, ``"bptr"``, ``"default"``.
-* ``make_logits_fn(surrogate, gradient) -> logits_fn`` builds the attacked forward, e.g.
-  ``functools.partial(jsnn.models.logits_fn, model, variables)`` adapted to keywords, or a
-  ``jax.tree_util.Partial(build, variables)`` so parameters are traced, not baked in as
-  constants. It must accept a *traced* surrogate (``jsnn.models.logits_fn`` does).
-* :func:`ensemble` makes an attack that runs one attack per estimator in **one compiled computation**:
-  the BPTT estimators with explicit surrogates are stacked (``jsnn.surrogate.stack``) and
-  run under ``vmap`` (one trace, whatever their number); BPTR and "model default"
-  estimators run alongside in the same jit. Every adversarial example is then judged with
-  the true forward (the ``logits_fn`` the attack is called with) over ``draws`` fresh
-  keys, and an example counts as robust in a draw only if it survives *every* estimator
-  (the SR protocol of Liu et al. 2024: triangle(1), sigmoid(4), atan(2) and BPTR —
-  :func:`sr_ensemble`).
-* For an ANN or a single estimator the ensemble degenerates to one attack.
+Example:
+    >>> from jsnn.attacks import gradients
+    >>> [e.name for e in gradients.expand("sr")]
+    ['triangle(1)', 'sigmoid(4)', 'atan(2)', 'bptr']
+    >>> strong = {e.name for e in gradients.expand("strong")}  # (+ the estimators registered into it)
+    >>> len(gradients.expand("tmlr")), {e.name for e in gradients.expand("tmlr") + gradients.expand("sr")} <= strong
+    (19, True)
+    >>> gradients.parse("hart").name, gradients.parse("rga").name, gradients.parse("exponential_d:2").name
+    ('hart(0.5|1|2|3|4)', 'rga(0.2)', 'exponential_d(2)')
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Callable, NamedTuple, Optional, Sequence
-
-import jax
-import jax.numpy as jnp
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 from jsnn import surrogate as surrogate_lib
-from jsnn.attacks import common
-from jsnn.attacks.eot import _correct_draws
-from jsnn.config import check_int
+from jsnn.models.base import ESTIMATOR_MODES
 from jsnn.neuron import GRADIENTS
 from jsnn.surrogate import Surrogate
 
-# Attack keyword arguments passed as traced values (no recompilation when they change).
-DYNAMIC_KWARGS = frozenset({"eps", "step_size", "alpha", "target"})
+RGA_GAMMA = 0.2  # RGA's γ (the reference code's default)
+HART_GAMMAS = (0.5, 1.0, 2.0, 3.0, 4.0)  # HART's triangle widths searched by default
 
 
 class Estimator(NamedTuple):
-    """A backward estimator: surrogate (``None`` = the model's) and ``"bptt"``/``"bptr"`` (``None`` = the model's).
+    """A backward estimator: surrogate (``None`` = the model's), gradient mode (``None`` = the model's),
+    and an optional ``grid`` of widths to search over (the member then picks its width per batch).
 
     Example:
         >>> from jsnn import surrogate
@@ -56,13 +56,24 @@ class Estimator(NamedTuple):
 
     surrogate: Optional[Surrogate] = None
     gradient: Optional[str] = "bptt"
+    grid: Tuple[float, ...] = ()
 
     @property
     def name(self) -> str:
-        if self.gradient == "bptr":
-            return "bptr"
-        s = "default" if self.surrogate is None else repr(self.surrogate)
-        return s if self.gradient in ("bptt", None) else f"{s}/{self.gradient}"
+        g, s = self.gradient, self.surrogate
+        if g in ("bptr", "ann"):
+            return g
+        if s is None:
+            return "default" if g in ("bptt", None) else g
+        widths = "|".join(f"{w:g}" for w in self.grid) if self.grid else f"{float(s.width):g}"
+        if g == "rga" or (g == "hart" and s.name == "triangle"):
+            return f"{g}({widths})"
+        shape = f"{s.name}({widths})"
+        return shape if g in ("bptt", None) else f"{shape}/{g}"
+
+    def candidates(self) -> Tuple[Surrogate, ...]:
+        """The surrogates of the search (``grid``): the shape of ``surrogate`` at every width."""
+        return tuple(surrogate_lib.by_name(self.surrogate.name, w) for w in self.grid)
 
 
 def bptt(surrogate: Optional[Surrogate] = None) -> Estimator:
@@ -71,7 +82,7 @@ def bptt(surrogate: Optional[Surrogate] = None) -> Estimator:
 
 
 def bptr() -> Estimator:
-    """Backpropagation through the rate (Ding et al. 2022).
+    """Backpropagation through the rate (Ding et al. 2022): ``∂r/∂x̄ = 1[r > 0]``.
 
     Example:
         BPTR's input gradient is ``1[r > 0]``: none for a silent neuron, where a surrogate
@@ -93,8 +104,48 @@ def bptr() -> Estimator:
     return Estimator(None, "bptr")
 
 
+def ann() -> Estimator:
+    """The ANN proxy (the T → 0 rate/ReLU counterpart of the TMLR 2024 protocol): ``∂r/∂x̄ = 1[x̄ > 0]``.
+
+    ReLU's derivative at each layer's own time-averaged input current, i.e. the ReLU network
+    linearised along the spiking forward (the reference runs the ReLU network's own forward;
+    its masks sit at the ANN's currents instead).
+    """
+    return Estimator(None, "ann")
+
+
+def rga(gamma: float = RGA_GAMMA) -> Estimator:
+    """RGA (Bu et al., CVPR 2023): the rate function's derivative, :func:`jsnn.neuron.rga_slope` with γ.
+
+    γ travels as the width of the estimator's surrogate (traced data; the shape is unused).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn import neuron
+        >>> from jsnn.attacks import gradients
+        >>> e = gradients.rga(0.2)
+        >>> f = lambda x: neuron.if_neuron(jnp.broadcast_to(x, (4, 3)), leak=0.5, surrogate=e.surrogate,
+        ...                                gradient=e.gradient).mean(0).sum()
+        >>> jax.grad(f)(jnp.array([0.3, 1.5, 2.5])).tolist()  # γ on [0, 1 − λ], (1 − γ + γλ)/(1 + λ) to 2
+        [0.20000000298023224, 0.6000000238418579, 0.0]
+    """
+    return Estimator(surrogate_lib.triangle(gamma), "rga")
+
+
+def hart(gamma: Optional[float] = None, grid: Tuple[float, ...] = HART_GAMMAS) -> Estimator:
+    """HART (Hao et al., ICLR 2024): membrane detached in the time recursion, input gradient averaged over T.
+
+    ``gamma`` fixes the triangle width; ``None`` searches it over ``grid`` (per batch, on the first
+    examples, inside the attack: :func:`jsnn.attacks.ensemble`), as the paper scans γ per model.
+    """
+    if gamma is not None:
+        return Estimator(surrogate_lib.triangle(gamma), "hart")
+    grid = tuple(float(surrogate_lib.triangle(w).width) for w in grid)  # validates each width
+    return Estimator(surrogate_lib.triangle(grid[0]), "hart", grid)
+
+
 def default() -> Estimator:
-    """The model's own estimator (also the only one an ANN has)."""
+    """The model's own estimator (its training surrogate and gradient; also the only one an ANN has)."""
     return Estimator(None, None)
 
 
@@ -106,21 +157,99 @@ def sr_ensemble() -> tuple:
         >>> [e.name for e in sr_ensemble()]
         ['triangle(1)', 'sigmoid(4)', 'atan(2)', 'bptr']
     """
-    return (bptt(surrogate_lib.triangle(1.0)), bptt(surrogate_lib.sigmoid(4.0)),
-            bptt(surrogate_lib.atan(2.0)), bptr())
+    return expand("sr")
+
+
+def _width_arg(spec: str, arg: str):
+    """``""`` → None, ``"2"`` → 2.0, ``"0.5/1/2"`` → (0.5, 1.0, 2.0)."""
+    if not arg:
+        return None
+    try:
+        values = tuple(float(a) for a in arg.split("/"))
+    except ValueError:
+        raise ValueError(f"estimator: width in {spec!r} is not a number (e.g. 'triangle:1' or 'hart:0.5/1/2')") from None
+    return values if "/" in arg else values[0]
+
+
+def _surrogate_estimator(name: str, arg) -> Estimator:
+    if isinstance(arg, tuple):  # a search over widths of one shape
+        grid = tuple(float(surrogate_lib.by_name(name, w).width) for w in arg)
+        return Estimator(surrogate_lib.by_name(name, grid[0]), "bptt", grid)
+    return bptt(surrogate_lib.by_name(name, arg))
+
+
+def _hart_from_arg(arg) -> Estimator:
+    return hart(grid=arg) if isinstance(arg, tuple) else hart(arg)
+
+
+def _no_width(factory):
+    def make(arg):
+        if arg is not None:
+            raise ValueError(f"estimator: {factory.__name__} takes no width, got {arg!r}")
+        return factory()
+    make.__name__ = factory.__name__
+    return make
+
+
+# name -> factory(width | (widths...) | None) -> Estimator; the surrogate shapes are parsed apart.
+NAMED: Dict[str, Callable] = {
+    "bptr": _no_width(bptr),
+    "ann": _no_width(ann),
+    "default": _no_width(default),
+    "model": _no_width(default),
+    "rga": lambda arg: rga(RGA_GAMMA if arg is None else arg),
+    "hart": _hart_from_arg,
+}
+
+TMLR = ("triangle:1", "triangle:2", "triangle:3", "triangle:0.5", "triangle:0.25",
+        "exponential_d:0.5", "exponential_d:1", "exponential_d:2", "exponential:0.5", "exponential:1",
+        "exponential:2", "rectangle:0.25", "rectangle:0.5", "rectangle:1", "rectangle:2", "rectangle:4",
+        "straight_through", "bptr", "ann")
+# name -> member specs; "strong" is the default worst case of jsnn.evaluate ("default" first: the model's own
+# estimator, which the sanity flag estimator_beats_training_surrogate compares the others with).
+PRESETS: Dict[str, Tuple[str, ...]] = {
+    "sr": ("triangle:1", "sigmoid:4", "atan:2", "bptr"),
+    "tmlr": TMLR,
+    "strong": ("default",) + TMLR + ("sigmoid:4", "atan:2", "rga", "hart"),
+}
+
+
+def register(name: str, factory: Callable, *, presets: Tuple[str, ...] = ("strong",)) -> None:
+    """Adds the named estimator ``name`` (``factory(width | widths | None) -> Estimator``) and appends it to ``presets``.
+
+    A gradient mode that is neither a surrogate nor a :data:`jsnn.neuron.GRADIENTS` mode (e.g. an
+    estimator that reads the layer's membrane potential) registers its context in
+    :data:`jsnn.models.base.ESTIMATOR_MODES` first.
+
+    Example:
+        >>> from jsnn.attacks import gradients
+        >>> gradients.register("wide_triangle", lambda w: gradients.bptt(gradients.surrogate_lib.triangle(w or 8.0)),
+        ...                    presets=())
+        >>> gradients.parse("wide_triangle").name
+        'triangle(8)'
+        >>> _ = gradients.NAMED.pop("wide_triangle")
+    """
+    if name in surrogate_lib.SHAPES or name in PRESETS:
+        raise ValueError(f"estimator registry: {name!r} is a surrogate shape or a preset name")
+    NAMED[name] = factory
+    for p in presets:
+        if name not in PRESETS[p]:
+            PRESETS[p] = PRESETS[p] + (name,)
 
 
 def parse(spec) -> Estimator:
-    """Estimator from ``"bptr"``, ``"default"``, ``"<surrogate>"`` or ``"<surrogate>:<width>"``.
+    """Estimator from a name of :data:`NAMED`, ``"<surrogate>"``, ``"<surrogate>:<width>"`` or ``"<name>:<w1>/<w2>"``.
 
     Example:
         >>> from jsnn.attacks import gradients
         >>> gradients.parse("atan:2"), gradients.parse("BPTR").name, gradients.parse("default").gradient
-        (Estimator(surrogate=atan(2), gradient='bptt'), 'bptr', None)
+        (Estimator(surrogate=atan(2), gradient='bptt', grid=()), 'bptr', None)
+        >>> gradients.parse("hart:1").name, gradients.parse("triangle:0.5/1").name
+        ('hart(1)', 'triangle(0.5|1)')
         >>> gradients.parse("relu")
         Traceback (most recent call last):
         ...
-        ValueError: estimator: unknown 'relu'; allowed: bptr, default, or sigmoid|atan|...[:width]
+        ValueError: estimator: unknown 'relu'; allowed: bptr, ann, default, model, rga, hart, pdsg, or sigmoid|atan|...[:width]
     """
     if isinstance(spec, Estimator):
         return spec
@@ -129,146 +258,46 @@ def parse(spec) -> Estimator:
     if not isinstance(spec, str):
         raise ValueError(f"estimator: expected a name such as 'atan:2' or 'bptr', got {spec!r}")
     s = spec.strip().lower()
-    if s == "bptr":
-        return bptr()
-    if s in ("default", "model"):
-        return default()
-    name, _, width = s.partition(":")
+    name, _, arg = s.partition(":")
+    if name in NAMED:
+        return NAMED[name](_width_arg(spec, arg))
     if name not in surrogate_lib.SHAPES:
-        raise ValueError(f"estimator: unknown {spec!r}; allowed: bptr, default, or "
+        raise ValueError(f"estimator: unknown {spec!r}; allowed: {', '.join(NAMED)}, or "
                          f"{'|'.join(surrogate_lib.SHAPES)}[:width]")
-    try:
-        w = float(width) if width else None
-    except ValueError:
-        raise ValueError(f"estimator: width in {spec!r} is not a number") from None
-    return bptt(surrogate_lib.by_name(name, w))
+    return _surrogate_estimator(name, _width_arg(spec, arg))
 
 
-def _check_estimator(e: Estimator):
-    if e.gradient is not None and e.gradient not in GRADIENTS:
-        raise ValueError(f"estimator gradient: {e.gradient!r}; allowed: {', '.join(GRADIENTS)} or None")
-    if e.surrogate is not None and not isinstance(e.surrogate, Surrogate):
-        raise ValueError(f"estimator surrogate: expected a jsnn.surrogate.Surrogate or None, got {e.surrogate!r}")
+def expand(specs) -> Tuple[Estimator, ...]:
+    """The estimators of ``specs`` (a comma string or a sequence) with the presets of :data:`PRESETS` expanded.
 
-
-def _layout(estimators):
-    """Static plan: groups of (gradient, indices) run stacked+vmapped, singles run alone."""
-    groups, singles = {}, []
-    for i, e in enumerate(estimators):
-        if e.surrogate is None:
-            singles.append((i, e.gradient))
-        else:
-            groups.setdefault(e.gradient, []).append(i)
-    return tuple((g, tuple(ix)) for g, ix in groups.items()), tuple(singles)
-
-
-@functools.partial(jax.jit, static_argnames=("attack", "layout", "num", "static_kwargs", "draws", "chunk"))
-def _ensemble(make_logits_fn, judge, x, y, key, stacked, dynamic_kwargs, *, attack, layout, num, static_kwargs,
-              draws, chunk):
-    groups, singles = layout
-    kw = dict(static_kwargs)
-    kw.update(dynamic_kwargs)
-    k_attack, k_judge = jax.random.split(key)
-    keys = jax.random.split(k_attack, num)
-    out = [None] * num
-    for (gradient, idx), surr in zip(groups, stacked):
-        run = lambda s, k, g=gradient: attack(make_logits_fn(s, g), x, y, k, **kw)
-        res = jax.vmap(run)(surr, keys[jnp.asarray(idx)])
-        for j, i in enumerate(idx):
-            out[i] = res[j]
-    for i, gradient in singles:
-        out[i] = attack(make_logits_fn(None, gradient), x, y, keys[i], **kw)
-    x_all = jnp.stack(out)
-    correct = jax.vmap(lambda xa: _correct_draws(judge, xa, y, k_judge, draws=draws, chunk=chunk))(x_all)
-    robust = correct.all(0)
-    worst = jnp.argmin(correct.mean(1), axis=0)  # per example: the estimator fooling the most draws
-    x_adv = jnp.take_along_axis(x_all, worst.reshape((1, -1) + (1,) * (x.ndim - 1)), 0)[0]
-    return x_adv, {"x_adv": x_all, "correct": correct, "robust": robust, "accuracy": robust.mean(),
-                   "accuracy_all_draws": robust.all(0).mean(), "per_estimator": correct.mean((1, 2)),
-                   "worst": worst}
-
-
-def ensemble(attack: Callable, estimators: Optional[Sequence], make_logits_fn: Callable, *, draws: int = 1,
-             chunk: Optional[int] = None) -> Callable:
-    """``attack`` once per gradient estimator, in one jit, as an attack: the worst case over estimators.
-
-    The returned ``ens(logits_fn, x, y, key, *, eps, full_output=False, **attack_kwargs) -> x_adv``
-    runs ``attack(make_logits_fn(e), x, y, k_e, ...)`` for every estimator ``e`` and judges each
-    result with ``logits_fn`` (the true forward) over ``draws`` fresh keys; ``x_adv`` is, per
-    example, the point of the estimator whose point is correct in the fewest draws (the first on
-    ties). With ``full_output=True`` it returns ``(x_adv, info)`` where ``info`` holds the
-    judged results, so nothing needs judging twice:
-
-    * ``x_adv`` ``[E, B, ...]`` (each estimator's points), ``correct`` ``[E, M, B]``,
-    * ``robust`` ``[M, B]``: robust under every estimator in draw ``m``; ``accuracy`` (its
-      mean), ``accuracy_all_draws`` (fraction robust in every draw),
-    * ``per_estimator`` ``[E]``: mean accuracy of each estimator's points (which estimator
-      breaks the model), ``worst`` ``[B]``: the estimator chosen per example.
-
-    Args:
-      attack: a public attack, ``attack(logits_fn, x, y, key, **attack_kwargs) -> x_adv``
-        (e.g. :func:`jsnn.attacks.pgd`); the identity of the function is part of the cache key.
-      estimators: sequence of :class:`Estimator` (or specs for :func:`parse`); ``None`` or
-        empty = the model's own estimator only (ANNs).
-      make_logits_fn: ``make_logits_fn(surrogate, gradient) -> logits_fn``. A plain function
-        (cached by identity: build it once) or a ``jax.tree_util.Partial`` whose array leaves
-        are traced.
-      draws: M, fresh draws of the true forward to judge each example on (1 is exact for
-        deterministic models).
-      chunk: chunk size of the judgement draws.
-
-    Keys: estimator i attacks with ``split(key_attack, E)[i]``, the judgement uses
-    ``key_judge`` (``key_attack, key_judge = split(key)``). Of ``attack_kwargs``, ``eps``,
-    ``step_size``, ``alpha``, ``target`` and array values are traced, the rest (steps, norm,
-    loss, ...) static.
+    Duplicates (by :attr:`Estimator.name`) are kept once, at their first place.
 
     Example:
-        PGD with the four SR estimators on a tiny spiking model (IF neurons, T = 4, rates fed to
-        a linear readout), in one jit; only the first image can be flipped within ε:
-
-        >>> import jax, jax.numpy as jnp
-        >>> from jsnn import neuron
-        >>> from jsnn.attacks import ensemble, pgd, sr_ensemble
-        >>> W = jnp.array([[1., 0.], [0., 1.], [1., 0.], [0., 1.]])
-        >>> def make_logits_fn(surrogate, gradient):
-        ...     def logits_fn(x, key):
-        ...         spikes = neuron.if_neuron(jnp.broadcast_to(x, (4,) + x.shape), surrogate=surrogate,
-        ...                                   gradient=gradient or "bptt")
-        ...         return spikes.mean(0) @ W
-        ...     return logits_fn
-        >>> x, y = jnp.array([[0.6, 0.4, 0.6, 0.4], [0.9, 0.1, 0.9, 0.1]]), jnp.array([0, 0])
-        >>> ens = ensemble(pgd, sr_ensemble(), make_logits_fn)
-        >>> x_adv, info = ens(make_logits_fn(None, None), x, y, jax.random.key(0), eps=0.15, steps=2,
-        ...                   full_output=True)
-        >>> x_adv.shape, info["robust"].tolist(), info["per_estimator"].tolist()
-        ((2, 4), [[False, True]], [0.5, 0.5, 0.5, 0.5])
+        >>> from jsnn.attacks import gradients
+        >>> [e.name for e in gradients.expand("bptr, sr")]
+        ['bptr', 'triangle(1)', 'sigmoid(4)', 'atan(2)']
     """
-    estimators = tuple(parse(e) for e in (estimators or (default(),)))
-    for e in estimators:
-        _check_estimator(e)
-    check_int(draws, "draws", where="ensemble ")
-    groups, singles = _layout(estimators)
-    stacked = tuple(surrogate_lib.stack([estimators[i].surrogate for i in idx]) for _, idx in groups)
-    make = common.as_partial(make_logits_fn)
+    items = [t.strip() for t in specs.split(",")] if isinstance(specs, str) else list(specs)
+    out, seen = [], set()
+    for item in items:
+        if isinstance(item, str) and not item:
+            continue
+        key = item.strip().lower() if isinstance(item, str) else None
+        members = [parse(m) for m in PRESETS[key]] if key in PRESETS else [parse(item)]
+        for e in members:
+            if e.name not in seen:
+                seen.add(e.name)
+                out.append(e)
+    return tuple(out)
 
-    def ensemble_attack(logits_fn, x, y, key, *, eps, full_output: bool = False, **attack_kwargs):
-        x, y = common.check_inputs(x, y, key, logits_fn)
-        common.check_eps(eps, batch=x.shape[0])
-        dynamic, static = {}, {}
-        for k, v in dict(attack_kwargs, eps=eps).items():
-            if v is not None and (k in DYNAMIC_KWARGS or hasattr(v, "__array__")):
-                dynamic[k] = v
-            else:
-                static[k] = v
-        try:
-            static_items = tuple(sorted(static.items()))
-            hash(static_items)
-        except TypeError as err:
-            raise ValueError(f"ensemble: attack keyword arguments must be hashable or arrays ({err})") from None
-        x_adv, info = _ensemble(make, common.as_partial(logits_fn), x, y, key, stacked, dynamic, attack=attack,
-                                layout=(groups, singles), num=len(estimators), static_kwargs=static_items,
-                                draws=draws, chunk=chunk)
-        return (x_adv, info) if full_output else x_adv
 
-    ensemble_attack.__name__ = f"ensemble_{getattr(attack, '__name__', 'attack')}"
-    return ensemble_attack
+def check(e: Estimator) -> Estimator:
+    """``e`` if its fields are usable; a one-line ``ValueError`` naming the field otherwise."""
+    if e.gradient is not None and e.gradient not in GRADIENTS and e.gradient not in ESTIMATOR_MODES:
+        raise ValueError(f"estimator gradient: {e.gradient!r}; allowed: "
+                         f"{', '.join(GRADIENTS + tuple(ESTIMATOR_MODES))} or None")
+    if e.surrogate is not None and not isinstance(e.surrogate, Surrogate):
+        raise ValueError(f"estimator surrogate: expected a jsnn.surrogate.Surrogate or None, got {e.surrogate!r}")
+    if e.grid and e.surrogate is None:
+        raise ValueError(f"estimator grid: {e.grid!r} needs a surrogate shape to search the widths of")
+    return e

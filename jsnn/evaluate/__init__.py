@@ -137,6 +137,8 @@ def evaluate_workdir(workdir: str, overrides=None, num_examples: Optional[int] =
                                                total=len(records_plan)), **rec_stamp)
         logging.info("[%d/%d] %s: accuracy %.4f (all draws %.4f) in %.1fs", i, len(records_plan), name,
                      records[name]["accuracy"], records[name]["accuracy_all_draws"], records[name]["seconds"])
+        if records[name].get("per_estimator_accuracy"):  # which estimator broke the model
+            logging.info("[%d/%d] %s: members %s", i, len(records_plan), name, report.member_summary(records[name]))
         io.write_json(path, document())
 
     doc = document()

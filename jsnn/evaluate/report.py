@@ -68,8 +68,30 @@ def worst_case(records: Dict[str, dict], eps: float) -> Dict[str, Any]:
     if not at:
         return {}
     worst = min(at, key=lambda r: r["accuracy"])
-    return {"eps": eps, "accuracy": worst["accuracy"], "accuracy_all_draws": min(r["accuracy_all_draws"] for r in at),
-            "attack": worst["name"]}
+    out = {"eps": eps, "accuracy": worst["accuracy"], "accuracy_all_draws": min(r["accuracy_all_draws"] for r in at),
+           "attack": worst["name"]}
+    members = worst.get("per_estimator_accuracy")
+    if members:  # the worst case is the estimator ensemble: which member broke the model
+        name = min(members, key=members.get)
+        out["member"] = {"name": name, "accuracy": members[name]}
+    return out
+
+
+def member_summary(record: Dict[str, Any], top: int = 5) -> str:
+    """The ensemble members of ``record`` from the strongest: ``"rga(0.2) 0.12, bptr 0.15, ... (+19 more)"``.
+
+    Example:
+        >>> from jsnn.evaluate import report
+        >>> report.member_summary({"per_estimator_accuracy": {"default": 0.6, "bptr": 0.2, "ann": 0.4}}, top=2)
+        'bptr 0.2000, ann 0.4000 (+1 more; default 0.6000)'
+    """
+    members = record.get("per_estimator_accuracy") or {}
+    ranked = sorted(members.items(), key=lambda t: t[1])
+    text = ", ".join(f"{n} {a:.4f}" for n, a in ranked[:top])
+    rest = [f"+{len(ranked) - top} more"] if len(ranked) > top else []
+    if "default" in members and "default" not in dict(ranked[:top]):
+        rest.append(f"default {members['default']:.4f}")
+    return text + (f" ({'; '.join(rest)})" if rest else "")
 
 
 def plot(records: Dict[str, dict], path: str, title: str = "") -> None:

@@ -8,7 +8,11 @@ Each check is a flag ``{"passed": bool | None, "detail": str}`` (None: not run):
 * ``whitebox_le_blackbox``: the best white-box attack at an ε is at least as strong as every
   black-box one there (Square, transfer) — the kinds' ``box`` says which is which;
 * ``zero_gradients``: the fraction of examples whose input gradient (CE, the model's own
-  estimator) is exactly zero is ≤ ``sanity.zero_grad_max_fraction``.
+  estimator) is exactly zero is ≤ ``sanity.zero_grad_max_fraction``;
+* ``estimator_beats_training_surrogate``: in the estimator ensemble, no member's accuracy is
+  below that of the model's own estimator (member ``default``: its training surrogate and
+  gradient) by more than ``sanity.estimator_gap`` — else the model's robustness rests on its
+  surrogate (its own gradients are obfuscated; another estimator finds the adversarial points).
 
 On event data :func:`jsnn.evaluate.events.sanity_flags` adds ``event_gradient_le_random`` (the
 gradient-guided event attack is at least as strong as random events of the same budget) and
@@ -64,6 +68,21 @@ def gradient_stats(fn, images, labels, ev) -> Dict[str, float]:
 
 def _rises(pts, tol, fmt):
     return [fmt(p0, a0, p1, a1) for (p0, a0), (p1, a1) in zip(pts, pts[1:]) if a1 > a0 + tol]
+
+
+def _estimator_gap(suite, ev) -> Dict[str, Any]:
+    ens = [r for r in suite if r.get("kind") == "ensemble" and r.get("per_estimator_accuracy")]
+    if not ens:
+        return {"passed": None, "detail": "not run"}
+    members = ens[0]["per_estimator_accuracy"]
+    if "default" not in members or len(members) < 2:
+        return {"passed": None, "detail": "the ensemble has no 'default' member (the model's own estimator)"}
+    own = members["default"]
+    name, best = min(((n, a) for n, a in members.items() if n != "default"), key=lambda t: t[1])
+    cap = float(ev.sanity.estimator_gap)
+    return {"passed": own - best <= cap,
+            "detail": f"strongest member {name} {best:.4f} vs the model's own estimator {own:.4f} "
+                      f"(gap {own - best:.4f}, must be <= {cap})"}
 
 
 def checks(records: Dict[str, dict], grad_stats: Optional[dict], ev) -> Dict[str, Any]:
@@ -126,6 +145,7 @@ def checks(records: Dict[str, dict], grad_stats: Optional[dict], ev) -> Dict[str
     else:
         flags["zero_gradients"] = {"passed": None, "detail": "not run"}
     flags.update(event_kinds.sanity_flags(suite, tol))  # {} unless event records ran
+    flags["estimator_beats_training_surrogate"] = _estimator_gap(suite, ev)
     failed = [k for k, v in flags.items() if v["passed"] is False]
     return {"flags": flags, "failed": failed,
             "verdict": "possible gradient masking" if failed else "no sign of gradient masking"}

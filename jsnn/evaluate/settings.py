@@ -57,7 +57,7 @@ def default_eval_config() -> ml_collections.ConfigDict:
     c.eot = 0  # EOT draws per gradient; 0 = auto (1 deterministic, 20 stochastic)
     c.eot_chunk = 0  # run EOT draws in chunks of this size (0 = all at once)
     c.draws = 10  # M fresh draws judging a stochastic model (deterministic models: 1)
-    c.ensemble = "triangle:1,sigmoid:4,atan:2,bptr"  # SR protocol estimators
+    c.ensemble = "strong"  # estimators and presets (jsnn.attacks.gradients): strong | sr | tmlr | triangle:1,bptr,...
     c.ensemble_steps = 10  # PGD steps of each ensemble member
     c.transfer_from = ""  # workdir of a source run for the transfer attack
     c.transfer_steps = 10
@@ -69,6 +69,7 @@ def default_eval_config() -> ml_collections.ConfigDict:
     c.sanity.large_eps_max_accuracy = 0.1
     c.sanity.tolerance = 0.02
     c.sanity.zero_grad_max_fraction = 0.1
+    c.sanity.estimator_gap = 0.1  # flag: an ensemble member beats the model's own estimator by more than this
     return c
 
 
@@ -124,10 +125,10 @@ def validate_eval_config(ev) -> None:
     cfg_lib.check_number(ev.pgd_step_size, "pgd_step_size", low=0, where="evaluate.")
     cfg_lib.check_choice(ev.autoattack_version, "autoattack_version", AUTOATTACK_VERSIONS, where="evaluate.")
     event_kinds.parse_budgets(ev)
-    for spec in parse_list(ev.ensemble):
-        try:
-            gradients_lib.parse(spec)
-        except ValueError as e:
-            raise ValueError(f"evaluate.ensemble: {e}") from None
-    for field in ("large_eps_max_accuracy", "tolerance", "zero_grad_max_fraction"):
+    try:
+        if not gradients_lib.expand(parse_list(ev.ensemble)):
+            raise ValueError(f"empty; allowed: presets {', '.join(gradients_lib.PRESETS)} or estimators")
+    except ValueError as e:
+        raise ValueError(f"evaluate.ensemble: {e}") from None
+    for field in ("large_eps_max_accuracy", "tolerance", "zero_grad_max_fraction", "estimator_gap"):
         cfg_lib.check_number(ev.sanity[field], field, low=0, high=1, where="evaluate.sanity.")

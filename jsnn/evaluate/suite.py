@@ -48,6 +48,7 @@ from jsnn.attacks import gradients as gradients_lib
 from jsnn.evaluate import events as event_kinds
 
 _PGD = re.compile(r"^pgd(\d+)$")
+SEARCH_EXAMPLES = 32  # images of each batch a searching ensemble member (HART's γ) tries its widths on
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -180,18 +181,29 @@ def _sum_autoattack(extra, rec):
 
 def _run_ensemble(rec, t, x, y, key):
     s = rec["settings"]
-    ens = attacks.ensemble(attacks.pgd, [gradients_lib.parse(e) for e in s["estimators"]], t.make,
-                           draws=s["draws"], chunk=_chunk(s))
+    ens = attacks.ensemble(attacks.pgd, gradients_lib.expand(s["estimators"]), t.make, draws=s["draws"],
+                           chunk=_chunk(s), search_examples=SEARCH_EXAMPLES)
     _, info = ens(t.fn, x, y, key, eps=rec["eps"], norm=s["norm"], steps=s["steps"], eot=s["eot"],
                   eot_chunk=_chunk(s), full_output=True)
-    return np.asarray(info["robust"]).sum(0), {"per_estimator": np.asarray(info["correct"]).sum(1)}  # [E, B]
+    extra = {"per_estimator": np.asarray(info["correct"]).sum(1)}  # [E, B]
+    for name, srch in info["search"].items():  # per batch: the width kept (batch on the last axis: [1])
+        extra[f"search:{name}"] = np.asarray(srch["width"]).reshape(1)
+    return np.asarray(info["robust"]).sum(0), extra
 
 
 def _sum_ensemble(extra, rec):
     s = rec["settings"]
     total = s["draws"] * extra["per_estimator"].shape[-1]
-    return {"per_estimator_accuracy": {gradients_lib.parse(e).name: float(h.sum() / total)
-                                       for e, h in zip(s["estimators"], extra["per_estimator"])}}
+    members = gradients_lib.expand(s["estimators"])
+    out = {"per_estimator_accuracy": {e.name: float(h.sum() / total) for e, h in zip(members, extra["per_estimator"])}}
+    searches = {e.name: e for e in members if e.grid}
+    if searches:  # the width each batch kept, and the search's cost in member-attacks per batch
+        batch = s["batch_size"]  # every batch is padded to it
+        out["search"] = {name: {"grid": list(e.grid), "chosen_per_batch": [float(w) for w in extra[f"search:{name}"]],
+                                "search_examples": min(SEARCH_EXAMPLES, batch),
+                                "relative_cost": len(e.grid) * min(SEARCH_EXAMPLES, batch) / batch}
+                         for name, e in searches.items()}
+    return out
 
 
 def _run_transfer(rec, t, x, y, key):
@@ -229,7 +241,7 @@ def _expand_autoattack(token, ev, p):
 
 def _expand_ensemble(token, ev, p):
     specs = parse_list(ev.ensemble)
-    names = ", ".join(gradients_lib.parse(s).name for s in specs)
+    names = ", ".join(e.name for e in gradients_lib.expand(specs))
     return [_one(f"ensemble-pgd{ev.ensemble_steps}-{p.norm}-eps{eps_label(p.main)}", p.main, ev.ensemble_steps,
                  p.eot, estimator="worst of " + names, eot=p.eot, steps=ev.ensemble_steps, estimators=specs,
                  eot_chunk=ev.eot_chunk)]

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple, Sequence
 
 import flax.linen as nn
@@ -86,6 +87,12 @@ class SpikingModel(nn.Module):
             raise ValueError(f"model input: expected {self.input_channels} channels (NHWC), got shape {x.shape}")
 
 
+# Attack-time gradient modes that are not neuron dynamics (jsnn.neuron.GRADIENTS) but a context the eval
+# forward runs in: name -> context(surrogate) (e.g. jsnn.layers.neuron_override(...) for estimators that read
+# the layer's membrane potential). ``logits_fn(..., gradient=name)`` enters it; the model is left unchanged.
+ESTIMATOR_MODES: dict = {}
+
+
 def with_estimator(model: SpikingModel, *, surrogate=None, gradient: str | None = None) -> SpikingModel:
     """The same model (same parameters) with another backward estimator.
 
@@ -132,7 +139,8 @@ class _EvalForward(NamedTuple):
     gradient: str | None
 
     def __call__(self, variables, surrogate, x, key):
-        model = with_estimator(self.model, gradient=self.gradient)
+        mode = ESTIMATOR_MODES.get(self.gradient)
+        model = self.model if mode is not None else with_estimator(self.model, gradient=self.gradient)
         if key is None:
             reason = _stochastic_reason(model)
             if reason is not None:
@@ -140,8 +148,8 @@ class _EvalForward(NamedTuple):
             rngs = {}
         else:
             rngs = {"noise": key}
-        with attack_surrogate(surrogate):  # traced data, never a model field
-            return model.apply(variables, x, train=False, rngs=rngs)
+        with attack_surrogate(surrogate), (mode(surrogate) if mode is not None else contextlib.nullcontext()):
+            return model.apply(variables, x, train=False, rngs=rngs)  # the surrogate: traced data, not a field
 
 
 def logits_fn(model: SpikingModel, variables, *, surrogate=None, gradient: str | None = None) -> Partial:
@@ -149,8 +157,8 @@ def logits_fn(model: SpikingModel, variables, *, surrogate=None, gradient: str |
 
     BatchNorm uses running statistics; ``key`` feeds the stochastic encoder and stochastic
     layers (rng ``"noise"``); deterministic models also accept ``key=None``. ``surrogate``
-    (``None`` = the model's own) and ``gradient`` (``"bptt"``/``"bptr"``, static) pick the
-    backward estimator independently of training.
+    (``None`` = the model's own) and ``gradient`` (a mode of :data:`jsnn.neuron.GRADIENTS` or of
+    :data:`ESTIMATOR_MODES`, static) pick the backward estimator independently of training.
 
     The result is a :class:`jax.tree_util.Partial` of a value-equal function whose leaves are
     ``variables`` and ``surrogate`` (as int32/float arrays): passed to a jitted attack, the

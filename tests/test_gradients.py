@@ -1,0 +1,241 @@
+"""Gradient estimators and their worst-case ensemble: presets, the registry, one compiled program,
+the ensemble's invariants, HART's γ search, the evaluate record and the sanity flag."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jsnn import attacks, models, neuron, surrogate
+from jsnn.attacks import gradients
+from jsnn.evaluate import report, sanity, settings, suite
+
+KEY = jax.random.key(0)
+W1 = jax.random.normal(jax.random.key(1), (6, 8)) * 0.9
+W2 = jax.random.normal(jax.random.key(2), (8, 3))
+
+
+def make_logits_fn(s, g):
+    """Two IF layers (T = 4, direct coding), a linear readout of the rates; estimator (s, g)."""
+
+    def logits_fn(x, key):
+        h = neuron.if_neuron(jnp.broadcast_to(x @ W1 + 0.3, (4,) + (x.shape[0], 8)), leak=0.9, surrogate=s,
+                             gradient=g or "bptt")
+        return h.mean(0) @ W2
+
+    return logits_fn
+
+
+def data(n=12):
+    x = jax.random.uniform(jax.random.key(3), (n, 6))
+    y = jnp.argmax(make_logits_fn(None, None)(x, None), -1)  # every clean point correct
+    return x, y
+
+
+# ----------------------------------------------------------------------------- presets and names
+
+
+def test_presets_hold_the_protocols():
+    tmlr = [e.name for e in gradients.expand("tmlr")]
+    assert len(tmlr) == 19 and len(set(tmlr)) == 19
+    assert {"triangle(0.25)", "triangle(3)", "exponential_d(2)", "exponential(0.5)", "rectangle(4)",
+            "straight_through(1)", "bptr", "ann"} <= set(tmlr)
+    strong = [e.name for e in gradients.expand("strong")]
+    assert strong[0] == "default" and set(tmlr) <= set(strong)
+    assert {e.name for e in gradients.expand("sr")} <= set(strong)
+    assert {"rga(0.2)", "hart(0.5|1|2|3|4)"} <= set(strong)
+    assert [e.name for e in attacks.sr_ensemble()] == ["triangle(1)", "sigmoid(4)", "atan(2)", "bptr"]
+
+
+def test_parse_new_estimators_and_errors():
+    assert gradients.parse("rga:0.3") == gradients.rga(0.3)
+    assert gradients.parse("hart:2").grid == () and gradients.parse("hart").grid == gradients.HART_GAMMAS
+    assert gradients.parse("hart:1/2").candidates() == (surrogate.triangle(1.0), surrogate.triangle(2.0))
+    with pytest.raises(ValueError, match="bptr takes no width"):
+        gradients.parse("bptr:2")
+    with pytest.raises(ValueError, match="not a number"):
+        gradients.parse("hart:a/b")
+    with pytest.raises(ValueError, match="width must be a finite number > 0"):
+        gradients.parse("exponential:0")
+    with pytest.raises(ValueError, match="estimator gradient: 'nope'"):
+        gradients.check(gradients.Estimator(None, "nope"))
+
+
+def test_register_extends_the_strong_preset(monkeypatch):
+    monkeypatch.setattr(gradients, "NAMED", dict(gradients.NAMED))
+    monkeypatch.setattr(gradients, "PRESETS", dict(gradients.PRESETS))
+    gradients.register("wide", lambda w: gradients.bptt(surrogate.triangle(w or 6.0)))
+    assert gradients.expand("strong")[-1].name == "triangle(6)"
+    with pytest.raises(ValueError, match="surrogate shape or a preset"):
+        gradients.register("sr", lambda w: gradients.bptr())
+
+
+def test_estimator_modes_registry_enters_its_context(monkeypatch):
+    import contextlib
+    seen = []
+
+    @contextlib.contextmanager
+    def probe(s):
+        seen.append(s)
+        yield
+
+    monkeypatch.setitem(models.base.ESTIMATOR_MODES, "probe", probe)
+    e = gradients.check(gradients.Estimator(None, "probe"))
+    model = models.get_model("digits_mlp", hidden=(4,), T=2)
+    x = jnp.full((1, 8, 8, 1), 0.5)
+    v = jax.jit(model.init)(KEY, x)
+    z = models.logits_fn(model, v, gradient=e.gradient)(x, None)
+    np.testing.assert_array_equal(np.asarray(z), np.asarray(models.logits_fn(model, v)(x, None)))
+    assert seen == [None] and e.name == "probe"
+
+
+# ----------------------------------------------------------------------------- the model's gradient modes
+
+
+@pytest.mark.parametrize("gradient", ["rga", "hart", "ann"])
+def test_model_modes_same_forward_finite_gradient(gradient):
+    model = models.get_model("digits_mlp", hidden=(8,), T=2)
+    x = jax.random.uniform(KEY, (2, 8, 8, 1))
+    v = jax.jit(model.init)(KEY, x)
+    s = surrogate.triangle(1.0)
+    f = models.logits_fn(model, v, surrogate=s, gradient=gradient)
+    np.testing.assert_array_equal(np.asarray(f(x, None)), np.asarray(models.logits_fn(model, v)(x, None)))
+    g = jax.grad(lambda x: f(x, None)[:, 0].sum())(x)
+    assert np.isfinite(np.asarray(g)).all() and np.abs(np.asarray(g)).sum() > 0
+
+
+# ----------------------------------------------------------------------------- the ensemble
+
+
+def _count_bptt_traces(estimators, x, y):
+    calls = []
+
+    def make(s, g):
+        if g == "bptt":
+            calls.append(g)
+        return make_logits_fn(s, g)
+
+    attacks.ensemble(attacks.pgd, estimators, make)(make_logits_fn(None, None), x, y, KEY, eps=0.1, steps=2)
+    return len(calls)
+
+
+def test_stacked_bptt_members_are_one_program():
+    """17 BPTT members of 4 shapes and 12 widths trace the attacked forward as often as one member."""
+    x, y = data(4)
+    bptt17 = [e for e in gradients.expand("tmlr") if e.gradient == "bptt"]
+    assert len(bptt17) == 17
+    one = _count_bptt_traces(bptt17[:1], x, y)
+    assert _count_bptt_traces(bptt17, x, y) == one
+    # and the compiled ensemble is reused for new inputs and ε (traced), not retraced
+    traced = chex.assert_max_traces(make_logits_fn, n=one * 2)  # bptt group + the "bptr" single
+    ens, judge = attacks.ensemble(attacks.pgd, bptt17 + [gradients.bptr()], traced), make_logits_fn(None, None)
+    for i in range(3):
+        ens(judge, x + 0.01 * i, y, KEY, eps=0.05 * (i + 1), steps=2)
+
+
+def test_strong_ensemble_invariants():
+    x, y = data()
+    eps, kw = 0.3, dict(steps=3, random_start=False)
+    # (members registered with a context of models.base.ESTIMATOR_MODES need a jsnn model: left out of this toy)
+    members = [e for e in gradients.expand("strong") if e.gradient in neuron.GRADIENTS + (None,)]
+    assert len(members) >= 24
+    judge = make_logits_fn(None, None)
+    x_adv, info = attacks.ensemble(attacks.pgd, members, make_logits_fn, search_examples=4)(
+        judge, x, y, KEY, eps=eps, full_output=True, **kw)
+    E, B = len(members), x.shape[0]
+    assert info["x_adv"].shape == (E, B, 6) and info["names"] == [e.name for e in members]
+    # robust only if it survives every member; never weaker than any member
+    np.testing.assert_array_equal(np.asarray(info["robust"]), np.asarray(info["correct"]).all(0))
+    assert float(info["accuracy"]) <= float(np.asarray(info["per_estimator"]).min()) + 1e-9
+    for xa in (x_adv, info["x_adv"]):
+        assert float(jnp.abs(xa - x).max()) <= eps + 1e-6
+        assert float(xa.min()) >= 0 and float(xa.max()) <= 1
+    # each member equals its stand-alone attack (random_start=False: the key does not matter)
+    for name in ("exponential_d(0.5)", "rga(0.2)", "ann", "default"):
+        i = info["names"].index(name)
+        e = members[i]
+        alone = attacks.pgd(make_logits_fn(e.surrogate, e.gradient), x, y, KEY, eps=eps, **kw)
+        np.testing.assert_allclose(np.asarray(info["x_adv"][i]), np.asarray(alone), atol=1e-6)
+        acc = float(jnp.mean(jnp.argmax(judge(alone, None), -1) == y))
+        assert float(info["accuracy"]) <= acc + 1e-9
+    # the estimators really differ
+    names = info["names"]
+    assert float(jnp.abs(info["x_adv"][names.index("rga(0.2)")] - info["x_adv"][names.index("hart(0.5|1|2|3|4)")]).max()) > 0
+
+
+def test_hart_search_picks_the_weakest_width_and_reports_its_cost():
+    x, y = data()
+    kw = dict(eps=0.3, steps=3, random_start=False)
+    judge = make_logits_fn(None, None)
+    grid = (0.25, 1.0, 4.0)
+    _, info = attacks.ensemble(attacks.pgd, [gradients.hart(grid=grid)], make_logits_fn, search_examples=5)(
+        judge, x, y, KEY, full_output=True, **kw)
+    s = info["search"]["hart(0.25|1|4)"]
+    assert s["grid"] == grid and s["attacks"] == 3 and s["examples"] == 5 and s["relative_cost"] == 3 * 5 / 12
+    # the accuracy of each width on the first 5 images, recomputed stand-alone
+    acc = [float(jnp.mean(jnp.argmax(judge(attacks.pgd(make_logits_fn(surrogate.triangle(g), "hart"), x[:5], y[:5],
+                                                                      KEY, **kw), None), -1) == y[:5]))
+           for g in grid]
+    np.testing.assert_allclose(np.asarray(s["accuracy"]), acc, atol=1e-6)
+    best = int(np.argmin(acc))
+    assert int(s["chosen"]) == best and float(s["width"]) == grid[best]
+    # then the attack with that width on the whole batch
+    alone = attacks.pgd(make_logits_fn(surrogate.triangle(grid[best]), "hart"), x, y, KEY, **kw)
+    np.testing.assert_allclose(np.asarray(info["x_adv"][0]), np.asarray(alone), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- evaluate: settings, record, flag
+
+
+def test_evaluate_defaults_to_strong_and_validates():
+    ev = settings.default_eval_config()
+    assert ev.ensemble == "strong" and ev.sanity.estimator_gap == 0.1
+    settings.resolve_eval_config(None, {"ensemble": "sr,hart:0.5/1,rga:0.1"})
+    with pytest.raises(ValueError, match=r"^evaluate\.ensemble: estimator: unknown 'srr'"):
+        settings.resolve_eval_config(None, {"ensemble": "srr"})
+    with pytest.raises(ValueError, match=r"^evaluate\.ensemble: empty"):
+        settings.resolve_eval_config(None, {"ensemble": " , "})
+    ev.attacks, ev.main_eps = "ensemble", "0.1"
+    rec = suite.plan(ev, stochastic=False, spiking=True)[0]
+    assert rec["estimator"].startswith("worst of default, triangle(1), ") and rec["settings"]["estimators"] == ["strong"]
+
+
+def test_ensemble_record_members_and_search_summary():
+    ev = settings.default_eval_config()
+    ev.attacks, ev.main_eps, ev.ensemble, ev.ensemble_steps, ev.batch_size = "ensemble", "0.3", "default,bptr,hart:1/2", 2, 8
+    rec = suite.plan(ev, stochastic=False, spiking=True)[0]
+    x, y = data(8)
+    target = suite.Target(make_logits_fn(None, None), make_logits_fn)
+    hits, extra = suite.run_batch(rec, target, x, y, KEY)
+    out = suite.summarize(rec, {k: np.asarray(v) for k, v in extra.items()})
+    assert set(out["per_estimator_accuracy"]) == {"default", "bptr", "hart(1|2)"}
+    s = out["search"]["hart(1|2)"]
+    assert s["grid"] == [1.0, 2.0] and s["chosen_per_batch"][0] in (1.0, 2.0)
+    assert s["search_examples"] == 8 and s["relative_cost"] == 2.0
+    assert hits.mean() <= min(out["per_estimator_accuracy"].values()) + 1e-9
+    worst = report.worst_case({"e": dict(rec, accuracy=float(hits.mean()), accuracy_all_draws=float(hits.mean()),
+                                         **out)}, 0.3)
+    assert worst["member"]["accuracy"] == min(out["per_estimator_accuracy"].values())
+
+
+def _records(members):
+    ev = settings.default_eval_config()
+    ev.attacks, ev.main_eps = "clean,ensemble", "0.1"
+    plan = suite.plan(ev, stochastic=False, spiking=True)
+    recs = {r["name"]: dict(r, accuracy=0.9, accuracy_all_draws=0.9) for r in plan}
+    ens = [n for n in recs if n.startswith("ensemble")][0]
+    recs[ens].update(accuracy=min(members.values()), per_estimator_accuracy=members)
+    return recs, ev
+
+
+def test_sanity_flag_estimator_beats_training_surrogate():
+    recs, ev = _records({"default": 0.6, "triangle(1)": 0.55, "rga(0.2)": 0.3})
+    f = sanity.checks(recs, None, ev)
+    assert f["flags"]["estimator_beats_training_surrogate"]["passed"] is False
+    assert "rga(0.2) 0.3000" in f["flags"]["estimator_beats_training_surrogate"]["detail"]
+    assert "estimator_beats_training_surrogate" in f["failed"] and f["verdict"] == "possible gradient masking"
+    recs, ev = _records({"default": 0.6, "triangle(1)": 0.55})
+    assert sanity.checks(recs, None, ev)["flags"]["estimator_beats_training_surrogate"]["passed"] is True
+    recs, ev = _records({"triangle(1)": 0.55, "bptr": 0.2})  # no model's own member (e.g. the SR preset)
+    assert sanity.checks(recs, None, ev)["flags"]["estimator_beats_training_surrogate"]["passed"] is None
