@@ -167,8 +167,9 @@ def test_digits_mfdv_and_distillation_through_the_launcher(tmp_path):
     metrics = aux["metrics"]
     assert float(metrics["distill_kl"]) > 0
     student.defense.distill.teacher_workdir = str(tmp_path / "nowhere")
-    with pytest.raises(FileNotFoundError, match="no config.json"):
-        defenses.from_config(student, models.from_config(student))
+    setup = defenses.from_config(student, models.from_config(student))  # built (validated) without its teacher
+    with pytest.raises(FileNotFoundError, match="no config.json"):  # loaded when training starts
+        setup.loss_transform(losses.cross_entropy_loss_fn(model))
     jax.clear_caches()
 
 

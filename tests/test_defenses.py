@@ -21,8 +21,8 @@ import pytest
 from jsnn import defenses, models
 from jsnn.defenses import base
 from jsnn.defenses.adversarial import craft
-from jsnn.defenses.distill import ANNNet
-from jsnn.defenses.feature_variance import FeatureVarianceNet, StochasticFeatures, ramp, regularizer
+from jsnn.models.wrappers import ANNNet, FeatureVarianceNet, StochasticFeatures
+from jsnn.defenses.feature_variance import ramp, regularizer
 from jsnn.defenses.orthogonal import project_simplex, retract, retract_kernel, retract_params
 from jsnn.defenses.sparse_gradient import finite_difference, strongest_wrong_class
 from jsnn.defenses.stability import forward_with_current, mppd_penalty, mppd_trace
@@ -97,7 +97,7 @@ def test_from_config_errors_name_the_field(tiny):
         defenses.from_config(cfg(name="none", srr={"lam": 0.1}), model)
     with pytest.raises(ValueError, match=r"defense.at.attack: 'cw'; allowed: fgsm, rfgsm, pgd"):
         defenses.from_config(cfg(name="at", at={"attack": "cw"}), model)
-    with pytest.raises(ValueError, match=r"defense.at.mix: must be > 0.0 and <= 1.0, got 0"):
+    with pytest.raises(ValueError, match=r"defense.at.mix: must be a finite number > 0.0 and <= 1.0, got 0"):
         defenses.from_config(cfg(name="at", at={"mix": 0}), model)
     with pytest.raises(ValueError, match="defense.mfdv: needs config.model.name='mfdv'"):
         defenses.from_config(cfg(name="mfdv"), model)

@@ -25,7 +25,7 @@ WITH_EXAMPLES = ("jsnn.attacks", "jsnn.attacks.apgd", "jsnn.attacks.autoattack",
                  "jsnn.encoding", "jsnn.evaluate", "jsnn.evaluate.events", "jsnn.evaluate.report", "jsnn.evaluate.runner",
                  "jsnn.evaluate.sanity", "jsnn.evaluate.settings", "jsnn.evaluate.suite", "jsnn.layers", "jsnn.losses",
                  "jsnn.models", "jsnn.models.base",
-                 "jsnn.models.resnet", "jsnn.models.small", "jsnn.models.vgg", "jsnn.neuron", "jsnn.parallel",
+                 "jsnn.models.resnet", "jsnn.models.small", "jsnn.models.vgg", "jsnn.models.wrappers", "jsnn.neuron", "jsnn.parallel",
                  "jsnn.surrogate", "jsnn.sweep", "jsnn.sweep.grid", "jsnn.sweep.runner", "jsnn.sweep.summary",
                  "jsnn.tensorboard", "jsnn.train")
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE

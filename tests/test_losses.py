@@ -48,6 +48,7 @@ CASES = {
     "mfdv": (lambda: get_model("mfdv", backbone="digits_mlp", features=4, **MLP),
              lambda m: defenses.feature_variance(m), ("counters",)),
     "rsnn": (lambda: get_model("digits_mlp", neuron=DLIF, **MLP), lambda m: defenses.membrane_stability(m), ()),
+    "trades": (lambda: get_model("digits_mlp", **MLP), lambda m: defenses.trades(m, steps=1), ()),
 }
 
 
@@ -71,12 +72,33 @@ def test_changed_images_fall_back_to_own_clean_forward():
     assert float(aux["metrics"]["distill_kl"]) >= 0 and aux["logits"].shape == (4, 10)
 
 
-def test_trades_still_runs_its_own_clean_forward():
-    """TRADES keeps its own clean forward: reusing the wrapped loss's logits changed a 20-step run noticeably."""
+def test_trades_reusing_the_clean_logits_keeps_loss_and_gradient():
+    """TRADES on the wrapped loss's logits = TRADES with its own clean forward (same loss bits, gradient to float noise)."""
+    from jsnn import losses
+    from jsnn.defenses import base
+    from jsnn.defenses.trades import craft_kl
+    from jsnn.models.base import train_forward
+
     model = get_model("digits_mlp", **MLP)
     params, state, batch = _setup(model)
-    loss_fn = defenses.trades(model, steps=1)(cross_entropy_loss_fn(model))
-    assert _clean_train_forwards(model, loss_fn, params, state, batch, jax.random.key(2)) == 2
+    ce = cross_entropy_loss_fn(model)
+
+    def two_forwards(params, state, batch, key):  # the pre-reuse formulation
+        k_attack, k_loss, k_fwd = jax.random.split(key, 3)
+        x = batch["image"]
+        x_adv = craft_kl(base.eval_logits_fn(model, params, state), x, k_attack, eps=0.031, step_size=0.007, steps=2)
+        loss, _ = ce(params, state, batch, k_loss)
+        z_clean, _ = train_forward(model, params, state, x, k_fwd)
+        z_adv, _ = train_forward(model, params, state, x_adv, k_fwd)
+        return loss + 6.0 * losses.kl_divergence(z_clean, z_adv).mean()
+
+    key = jax.random.key(2)
+    want, g_want = jax.jit(jax.value_and_grad(two_forwards))(params, state, batch, key)
+    (got, _), g_got = jax.jit(jax.value_and_grad(defenses.trades(model, steps=2)(ce), has_aux=True))(
+        params, state, batch, key)
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(g_want), jax.tree.leaves(g_got)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-7)
 
 
 def test_vanilla_aux_carries_forward_outputs():

@@ -4,10 +4,10 @@ A defense maps ``loss_fn -> loss_fn`` where
 ``loss_fn(params, model_state, batch, key) -> (loss, (model_state, aux))`` and
 ``aux = {"metrics": {...}, "logits": ..., "image": ..., "intermediates": ...}``: the logged scalars
 and the outputs of the wrapped loss's training forward on ``aux["image"]`` (see :mod:`jsnn.losses`).
-Every defense passes ``aux`` through, adding its metrics (:func:`.base.with_metrics`); distill,
-MFDV and RSNN reuse its clean logits/intermediates (:func:`.base.reusable`) instead of running
-the clean forward again, and run their own only when a wrapped transform changed the images
-(TRADES still runs its own: reusing changed a 20-step run noticeably). :func:`chain` composes them like ``optax.chain`` (the first transform is applied
+Every defense passes ``aux`` through, adding its metrics (:func:`.base.with_metrics`); TRADES,
+distill, MFDV and RSNN reuse its clean logits/intermediates (:func:`.base.reusable`) instead of
+running the clean forward again, and run their own only when a wrapped transform changed the
+images. :func:`chain` composes them like ``optax.chain`` (the first transform is applied
 innermost). Parameter-space steps (RAT's retraction) are ``optax`` transforms.
 
 Defenses by name (``config.defense.name``, ``"+"``-joined, innermost first; settings in
@@ -31,8 +31,8 @@ crafts the batch, and CE + SR is taken on it (SR+AT). ``"at+rat"`` is RAT proper
 (adversarial training plus the retraction). RSC coding is not a loss transform but the
 encoder (``config.model.encoder.name = "rsc"``).
 
-Importing this package registers the wrapper models ``"mfdv"`` and ``"ann"`` in
-:data:`jsnn.models.MODELS`.
+The wrapper models these defenses train (``"mfdv"``, and ``"ann"`` for distillation teachers)
+live in :mod:`jsnn.models.wrappers` and are registered with the other models.
 """
 
 from __future__ import annotations
@@ -54,13 +54,14 @@ from jsnn.defenses import trades as _trades
 # Public factories (they shadow the module names; import helpers from the modules directly,
 # e.g. ``from jsnn.defenses.sparse_gradient import finite_difference``).
 from jsnn.defenses.adversarial import adversarial_training
-from jsnn.defenses.distill import ANNNet, distill
-from jsnn.defenses.feature_variance import FeatureVarianceNet, StochasticFeatures, feature_variance
+from jsnn.defenses.distill import distill
+from jsnn.defenses.feature_variance import feature_variance
 from jsnn.defenses.noise import gaussian_noise
 from jsnn.defenses.orthogonal import orthogonal
 from jsnn.defenses.sparse_gradient import sparse_gradient
 from jsnn.defenses.stability import membrane_stability
 from jsnn.defenses.trades import trades
+from jsnn.models.wrappers import ANNNet, FeatureVarianceNet, StochasticFeatures  # the defenses' models (re-exported)
 
 LossFn = Callable
 LossTransform = Callable[[LossFn], LossFn]
@@ -107,23 +108,20 @@ class DefenseSetup(NamedTuple):
     param_transform: Optional[optax.GradientTransformation] = None
 
 
-# name → (module with from_config(sub, model), kind); kind "loss" gives a loss transform,
-# "param" an optax transform chained after the optimizer.
+# name → (module with from_config(sub, model) and DEFAULTS, its factory, kind); kind "loss" gives a loss
+# transform, "param" an optax transform chained after the optimizer.
 _REGISTRY = {
-    "at": (_adversarial, "loss"),
-    "trades": (_trades, "loss"),
-    "noise": (_noise, "loss"),
-    "sr": (_sparse_gradient, "loss"),
-    "rsnn": (_stability, "loss"),
-    "rat": (_orthogonal, "param"),
-    "mfdv": (_feature_variance, "loss"),
-    "distill": (_distill, "loss"),
+    "at": (_adversarial, adversarial_training, "loss"),
+    "trades": (_trades, trades, "loss"),
+    "noise": (_noise, gaussian_noise, "loss"),
+    "sr": (_sparse_gradient, sparse_gradient, "loss"),
+    "rsnn": (_stability, membrane_stability, "loss"),
+    "rat": (_orthogonal, orthogonal, "param"),
+    "mfdv": (_feature_variance, feature_variance, "loss"),
+    "distill": (_distill, distill, "loss"),
 }
 DEFENSES = tuple(_REGISTRY)
-DEFAULTS = {name: dict(mod.DEFAULTS) for name, (mod, _) in _REGISTRY.items()}
-
-
-_OPTIONAL_TYPES = {"alpha": float, "teacher_workdir": str}  # fields whose default is None
+DEFAULTS = {name: dict(mod.DEFAULTS) for name, (mod, _, _) in _REGISTRY.items()}  # from the factories' signatures
 
 
 def default_config(name: str):
@@ -145,7 +143,8 @@ def default_config(name: str):
 
     if name not in _REGISTRY:
         raise ValueError(f"defense name: unknown defense {name!r}; allowed: {', '.join(DEFENSES)}")
-    return ConfigDict({k: config_dict.placeholder(_OPTIONAL_TYPES.get(k, str)) if v is None else v
+    factory = _REGISTRY[name][1]
+    return ConfigDict({k: config_dict.placeholder(base.setting_type(factory, k)) if v is None else v
                        for k, v in DEFAULTS[name].items()})
 
 
@@ -203,7 +202,7 @@ def from_config(config, model) -> DefenseSetup:
     names = parse_names(defense.get("name", "none"))
     losses, params = [], []
     for n in names:
-        mod, kind = _REGISTRY[n]
+        mod, _, kind = _REGISTRY[n]
         built = mod.from_config(defense.get(n, None), model)
         (losses if kind == "loss" else params).append(built)
     loss_transform = chain(*losses) if losses else identity()

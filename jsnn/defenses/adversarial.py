@@ -15,15 +15,15 @@ surrogate. Stochastic models are attacked with their own noise (one draw, ``eot`
 
 from __future__ import annotations
 
+from typing import Optional
+
 import jax
 
+from jsnn.config import check_choice, check_int, check_number
 from jsnn.defenses import base
 
 ATTACKS = ("fgsm", "rfgsm", "pgd")
 NORMS = ("linf", "l2")
-
-DEFAULTS = dict(attack="pgd", eps=8 / 255, steps=7, step_size=0.01, alpha=None, norm="linf",
-                random_start=True, mix=1.0, eot=1)
 
 
 def craft(model, params, model_state, x, y, key, *, attack: str = "pgd", eps: float = 8 / 255,
@@ -71,7 +71,7 @@ def craft(model, params, model_state, x, y, key, *, attack: str = "pgd", eps: fl
 
 
 def adversarial_training(model, *, attack: str = "pgd", eps: float = 8 / 255, steps: int = 7,
-                         step_size=0.01, alpha=None, norm: str = "linf", random_start: bool = True,
+                         step_size: float = 0.01, alpha: Optional[float] = None, norm: str = "linf", random_start: bool = True,
                          mix: float = 1.0, eot: int = 1):
     """Loss transform training on adversarial examples (see the module docstring).
 
@@ -103,16 +103,16 @@ def adversarial_training(model, *, attack: str = "pgd", eps: float = 8 / 255, st
         >>> bool(jnp.allclose(at0(params, {}, batch, key)[0], clean))  # (1 − w)·L(x) + w·L(x)
         True
     """
-    base.check_choice(attack, "defense.at.attack", ATTACKS)
-    base.check_choice(norm, "defense.at.norm", NORMS)
-    base.check_range(eps, "defense.at.eps", low=0.0)
-    base.check_int(steps, "defense.at.steps")
+    check_choice(attack, "defense.at.attack", ATTACKS)
+    check_choice(norm, "defense.at.norm", NORMS)
+    check_number(eps, "defense.at.eps", low=0.0)
+    check_int(steps, "defense.at.steps")
     if step_size is not None:
-        base.check_range(step_size, "defense.at.step_size", low=0.0, low_open=True)
+        check_number(step_size, "defense.at.step_size", low=0.0, low_open=True)
     if alpha is not None:
-        base.check_range(alpha, "defense.at.alpha", low=0.0, high=eps)
-    mix = base.check_range(mix, "defense.at.mix", low=0.0, high=1.0, low_open=True)
-    base.check_int(eot, "defense.at.eot")
+        check_number(alpha, "defense.at.alpha", low=0.0, high=eps)
+    mix = check_number(mix, "defense.at.mix", low=0.0, high=1.0, low_open=True)
+    check_int(eot, "defense.at.eot")
     kw = dict(attack=attack, eps=eps, steps=steps, step_size=step_size, alpha=alpha, norm=norm,
               random_start=random_start, eot=eot)
 
@@ -137,6 +137,9 @@ def adversarial_training(model, *, attack: str = "pgd", eps: float = 8 / 255, st
         return adv_loss_fn
 
     return transform
+
+
+DEFAULTS = base.signature_defaults(adversarial_training)  # config.defense settings and defaults
 
 
 def from_config(sub, model):

@@ -13,7 +13,8 @@ go through :func:`jsnn.models.base.train_forward` and its losses are :mod:`jsnn.
   parameters under ``stop_gradient`` (BatchNorm running statistics), which inner attacks
   (adversarial training, TRADES, RSNN's RFGSM) craft their examples against.
 * :func:`settings` — a defense's config sub-dict merged over its defaults, with unknown
-  fields rejected.
+  fields rejected; :func:`signature_defaults` — those defaults, read from the defense's factory
+  signature (their one home; validation is :mod:`jsnn.config`'s).
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -30,6 +31,8 @@ Example:
 
 from __future__ import annotations
 
+import inspect
+import typing
 from typing import Any, Mapping
 
 import jax
@@ -116,40 +119,32 @@ def settings(name: str, sub, defaults: Mapping[str, Any]) -> dict:
     return out
 
 
-def check_range(value, field: str, *, low=None, high=None, low_open=False, high_open=False):
-    """Validates a number in a range; ``ValueError`` naming the field otherwise.
+def signature_defaults(factory, skip=()) -> dict:
+    """The settings of a defense factory and their defaults: its parameters that have one (minus ``skip``).
+
+    The factory's signature is the one home of a defense's defaults; ``config.defense.<name>``
+    overrides them (:func:`settings`).
 
     Example:
-        >>> from jsnn.defenses.base import check_range
-        >>> check_range(0.5, "defense.at.mix", low=0.0, high=1.0, low_open=True)
-        0.5
-        >>> check_range(0, "defense.at.mix", low=0.0, high=1.0, low_open=True)
-        Traceback (most recent call last):
-        ValueError: defense.at.mix: must be > 0.0 and <= 1.0, got 0
+        >>> from jsnn.defenses.base import signature_defaults
+        >>> def noise(*, sigma: float = 0.03, clip: bool = True): ...
+        >>> signature_defaults(noise)
+        {'sigma': 0.03, 'clip': True}
     """
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{field}: must be a number, got {value!r}") from None
-    ok = v == v
-    if low is not None:
-        ok = ok and (v > low if low_open else v >= low)
-    if high is not None:
-        ok = ok and (v < high if high_open else v <= high)
-    if not ok:
-        lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
-        hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
-        raise ValueError(f"{field}: must be {' and '.join(s for s in (lo, hi) if s)}, got {value!r}")
-    return v
+    return {p.name: p.default for p in inspect.signature(factory).parameters.values()
+            if p.default is not p.empty and p.name not in skip}
 
 
-def check_int(value, field: str, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{field}: must be an integer >= {minimum}, got {value!r}")
-    return value
+def setting_type(factory, name: str) -> type:
+    """The type a setting of ``factory`` takes, from its annotation (``Optional[float]`` → ``float``).
 
-
-def check_choice(value, field: str, allowed) -> str:
-    if value not in allowed:
-        raise ValueError(f"{field}: {value!r}; allowed: {', '.join(allowed)}")
-    return value
+    Example:
+        >>> from typing import Optional
+        >>> from jsnn.defenses.base import setting_type
+        >>> def at(*, alpha: Optional[float] = None, norm: str = "linf"): ...
+        >>> setting_type(at, "alpha"), setting_type(at, "norm")
+        (<class 'float'>, <class 'str'>)
+    """
+    hint = typing.get_type_hints(factory).get(name, str)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint

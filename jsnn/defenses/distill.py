@@ -17,76 +17,26 @@ direct coding, and every :class:`~jsnn.layers.SpikingNeuron` replaced by a ReLU 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Tuple
+from typing import Callable, Optional
 
-import flax.linen as nn
 import jax
 
 from jsnn import losses, models
+from jsnn.config import check_number
 from jsnn.defenses import base
-from jsnn.layers import EncoderConfig, SpikingNeuron
-from jsnn.models.base import SpikingModel, train_forward
-
-DEFAULTS = dict(teacher_workdir=None, alpha=0.5, temperature=4.0)
+from jsnn.models.base import train_forward
 
 
-def _relu_for_spikes(next_fun, args, kwargs, context):
-    if isinstance(context.module, SpikingNeuron) and context.method_name == "__call__":
-        return jax.nn.relu(args[0])
-    return next_fun(*args, **kwargs)
-
-
-class ANNNet(SpikingModel):
-    """The ANN twin of a registered spiking model: T = 1, direct coding, ReLU for every spike layer.
-
-    Attributes:
-      backbone: registered model name.
-      backbone_kwargs: extra backbone fields ``((name, value), ...)``.
-
-    Example:
-        >>> import jax, jax.numpy as jnp
-        >>> from jsnn import get_model
-        >>> model = get_model("ann", backbone="digits_mlp", hidden=(8,))
-        >>> x = jnp.linspace(0.0, 1.0, 3 * 64).reshape(3, 8, 8, 1)
-        >>> v = jax.jit(model.init)(jax.random.key(1), x)
-        >>> p = v["params"]["backbone"]  # at init BatchNorm (eval) is x / √(1 + 1e-5); then ReLU, not spikes
-        >>> h = jax.nn.relu(x.reshape(3, -1) @ p["Dense_0"]["kernel"] / jnp.sqrt(1 + 1e-5))
-        >>> expected = h @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"]
-        >>> bool(jnp.allclose(jax.jit(model.apply)(v, x), expected, atol=1e-5))
-        True
-    """
-
-    backbone: str = "digits_conv"
-    backbone_kwargs: Tuple[Tuple[str, Any], ...] = ()
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        net = models.MODELS[self.backbone](num_classes=self.num_classes, T=1, neuron=self.neuron,
-                               encoder=EncoderConfig(), mean=self.mean, std=self.std,
-                               input_channels=self.input_channels, name="backbone", **dict(self.backbone_kwargs))
-        with nn.intercept_methods(_relu_for_spikes):
-            return net(x, train=train)
-
-
-def ann_model(*, backbone: str = "digits_conv", **kwargs) -> ANNNet:
-    """Registry factory: SpikingModel fields go to the wrapper, the rest to the backbone."""
-    own = {k: kwargs.pop(k) for k in list(kwargs) if k in ("num_classes", "T", "neuron", "encoder", "mean", "std",
-                                                            "input_channels", "name", "parent")}
-    if backbone not in models.MODELS or backbone == "ann":
-        allowed = ", ".join(sorted(n for n in models.MODELS if n != "ann"))
-        raise ValueError(f"model.kwargs.backbone: unknown backbone {backbone!r}; allowed: {allowed}")
-    return ANNNet(backbone=backbone, backbone_kwargs=tuple(sorted(kwargs.items())), **own)
-
-
-models.register("ann", ann_model)
-
-
-def distill(model, teacher_fn: Callable, *, alpha: float = 0.5, temperature: float = 4.0):
+def distill(model, teacher_fn: Optional[Callable] = None, *, teacher_workdir: Optional[str] = None,
+            alpha: float = 0.5, temperature: float = 4.0):
     """Distillation loss transform (module docstring).
 
     Args:
       model: the student.
-      teacher_fn: ``teacher_fn(x) -> logits`` (treated as constant).
+      teacher_fn: ``teacher_fn(x) -> logits`` (treated as constant); or
+      teacher_workdir: the workdir of a trained teacher, loaded (:func:`load_teacher`) when the
+        transform is applied to a loss, i.e. when training starts, not when the defense is built
+        (a sweep validates its runs before it trains the teacher they name).
       alpha: weight α of the distillation term; temperature: τ.
 
     Example:
@@ -111,15 +61,20 @@ def distill(model, teacher_fn: Callable, *, alpha: float = 0.5, temperature: flo
         >>> bool(jnp.allclose(m["distill_kl"], kl)), bool(jnp.allclose(loss, 0.75 * clean + 0.25 * 2.0**2 * kl))
         (True, True)
     """
-    alpha = base.check_range(alpha, "defense.distill.alpha", low=0.0, high=1.0)
-    temperature = base.check_range(temperature, "defense.distill.temperature", low=0.0, low_open=True)
+    alpha = check_number(alpha, "defense.distill.alpha", low=0.0, high=1.0)
+    temperature = check_number(temperature, "defense.distill.temperature", low=0.0, low_open=True)
+    if (teacher_fn is None) == (not teacher_workdir):
+        raise ValueError("defense.distill.teacher_workdir: required (the workdir of a trained teacher, e.g. "
+                         "python -m launch.train --config=launch/configs/digits_ann.py --workdir=DIR)"
+                         if teacher_fn is None else "distill: give teacher_fn or teacher_workdir, not both")
 
     def transform(loss_fn):
+        teacher = teacher_fn or load_teacher(str(teacher_workdir), model.num_classes)
         def kd_loss_fn(params, model_state, batch, key):
             k_loss, k_fwd = jax.random.split(key)
             x = batch["image"]
             loss, (new_state, aux) = loss_fn(params, model_state, batch, k_loss)
-            t = jax.lax.stop_gradient(teacher_fn(x))
+            t = jax.lax.stop_gradient(teacher(x))
             own = base.reusable(aux, x)  # the wrapped loss's forward, when it ran on x
             s = own["logits"] if own else train_forward(model, params, model_state, x, k_fwd)[0]
             kl = losses.kl_divergence(t, s, temperature).mean()
@@ -156,10 +111,8 @@ def load_teacher(workdir: str, num_classes: int) -> Callable:
     return teacher_fn
 
 
+DEFAULTS = base.signature_defaults(distill, skip=("teacher_fn",))  # config.defense settings and defaults
+
+
 def from_config(sub, model):
-    s = base.settings("distill", sub, DEFAULTS)
-    if not s["teacher_workdir"]:
-        raise ValueError("defense.distill.teacher_workdir: required (the workdir of a trained teacher, e.g. "
-                         "python -m launch.train --config=launch/configs/digits_ann.py --workdir=DIR)")
-    teacher_fn = load_teacher(str(s["teacher_workdir"]), model.num_classes)
-    return distill(model, teacher_fn, alpha=s["alpha"], temperature=s["temperature"])
+    return distill(model, **base.settings("distill", sub, DEFAULTS))

@@ -3,14 +3,14 @@ WCA-Net, Eustratiadis et al. 2021, "Weight-covariance alignment for adversariall
 neural networks", ICML; PNI, He et al. 2019). Details are *unconfirmed* (METHODS.md) and are
 config fields.
 
-Model side — :class:`FeatureVarianceNet` (registered as ``config.model.name = "mfdv"``) wraps
+Model side — :class:`~jsnn.models.wrappers.FeatureVarianceNet` (registered as ``config.model.name = "mfdv"``) wraps
 any registered backbone whose readout is widened to ``2·d`` outputs, read as the mean and the
 pre-scale of the penultimate features (both linear in the time-averaged last spikes):
 
     [μ(h), s(h)] = backbone(x),   σ = softplus(s) + σ_min,   z = μ + σ ⊙ ε,   logits = W z + b
 
 with ``ε ~ N(0, I)`` fresh per example from rng ``"noise"`` — in training *and* at test time,
-so the deployed model is stochastic (evaluate it with EOT). :class:`StochasticFeatures` is
+so the deployed model is stochastic (evaluate it with EOT). :class:`~jsnn.models.wrappers.StochasticFeatures` is
 the generic ``μ + σ⊙ε`` layer.
 
 Loss side — :func:`feature_variance`:
@@ -35,116 +35,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jsnn import models
+from jsnn.config import check_choice, check_int, check_number
 from jsnn.defenses import base
-from jsnn.models.base import SpikingModel, train_forward
+from jsnn.models.base import train_forward
+from jsnn.models.wrappers import FeatureVarianceNet, unit_columns
 
 REGULARIZERS = ("log_var", "wca")
-DEFAULTS = dict(lam=0.1, ramp_steps=200, reg="log_var")
-
-
-class StochasticFeatures(nn.Module):
-    """``z = μ + σ⊙ε``, ``σ = softplus(s) + σ_min``, ``ε ~ N(0, I)`` from rng ``"noise"``.
-
-    Sows ``σ`` into ``"intermediates"`` as ``"sigma"``.
-
-    Example:
-        >>> import jax, jax.numpy as jnp
-        >>> from jsnn.defenses import StochasticFeatures
-        >>> mu, s = jnp.zeros((2, 3)), jnp.zeros((2, 3))  # σ = softplus(0) + 0.001 = log 2 + 0.001
-        >>> z, inter = StochasticFeatures().apply({}, mu, s, rngs={"noise": jax.random.key(0)},
-        ...                                       mutable=["intermediates"])
-        >>> round(float(inter["intermediates"]["sigma"][0][0, 0]), 4), z.shape, bool(jnp.any(z != mu))
-        (0.6941, (2, 3), True)
-    """
-
-    min_sigma: float = 1e-3
-
-    @nn.compact
-    def __call__(self, mu, s):
-        sigma = jax.nn.softplus(s) + self.min_sigma
-        self.sow("intermediates", "sigma", sigma)
-        eps = jax.random.normal(self.make_rng("noise"), mu.shape, mu.dtype)
-        return mu + sigma * eps
-
-
-def unit_columns(w):
-    """``w`` with unit-L2 columns (one per class): the scale guard's classifier, ``w / ‖w‖₂``."""
-    return w / jnp.sqrt(jnp.sum(jnp.square(w), axis=0, keepdims=True) + 1e-12)
-
-
-class UnitNormDense(nn.Module):
-    """``z ↦ z·(W / ‖W‖_col) + b``: each class's weight vector has unit L2 norm."""
-
-    features: int
-
-    @nn.compact
-    def __call__(self, z):
-        w = self.param("kernel", nn.initializers.lecun_normal(), (z.shape[-1], self.features), jnp.float32)
-        b = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-        w = unit_columns(w)
-        return z @ w.astype(z.dtype) + b.astype(z.dtype)
-
-
-class FeatureVarianceNet(SpikingModel):
-    """A registered backbone with a stochastic-feature head (module docstring).
-
-    Attributes:
-      backbone: registered model name (``config.model.kwargs.backbone``).
-      features: d, the stochastic feature dimension.
-      unit_norm: unit-norm classifier rows (the scale guard).
-      min_sigma: σ floor.
-      backbone_kwargs: extra constructor fields of the backbone, as ``((name, value), ...)``.
-
-    Example:
-        >>> import jax, jax.numpy as jnp
-        >>> from jsnn import get_model
-        >>> model = get_model("mfdv", backbone="digits_mlp", features=4, hidden=(8,), T=2)
-        >>> x = jnp.zeros((3, 8, 8, 1))
-        >>> v = jax.eval_shape(model.init, jax.random.key(0), x)  # shapes only, no compute
-        >>> v["params"]["backbone"]["Dense_1"]["kernel"].shape  # backbone readout: 2·features = [μ, s]
-        (8, 8)
-        >>> logits = jax.eval_shape(model.apply, v, x, rngs={"noise": jax.random.key(1)})
-        >>> v["params"]["classifier"]["kernel"].shape, logits.shape  # z = μ + σ⊙ε → 10 classes
-        ((4, 10), (3, 10))
-    """
-
-    backbone: str = "digits_conv"
-    features: int = 64
-    unit_norm: bool = True
-    min_sigma: float = 1e-3
-    backbone_kwargs: Tuple[Tuple[str, Any], ...] = ()
-
-    stochastic = True  # noise is on at test time (read by evaluation code choosing EOT)
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        self.variable("counters", "step", lambda: jnp.zeros((), jnp.int32))
-        net = models.MODELS[self.backbone](num_classes=2 * self.features, T=self.T, neuron=self.neuron,
-                               encoder=self.encoder, mean=self.mean, std=self.std,
-                               input_channels=self.input_channels, name="backbone", **dict(self.backbone_kwargs))
-        h = net(x, train=train)
-        mu, s = jnp.split(h, 2, axis=-1)
-        z = StochasticFeatures(self.min_sigma, name="features")(mu, s)
-        head = UnitNormDense(self.num_classes, name="classifier") if self.unit_norm else nn.Dense(
-            self.num_classes, name="classifier")
-        return head(z)
-
-
-def mfdv_model(*, backbone: str = "digits_conv", features: int = 64, unit_norm: bool = True,
-               min_sigma: float = 1e-3, **kwargs) -> FeatureVarianceNet:
-    """Registry factory: the SpikingModel fields go to the wrapper, the rest to the backbone."""
-    own = {k: kwargs.pop(k) for k in list(kwargs) if k in ("num_classes", "T", "neuron", "encoder", "mean", "std",
-                                                            "input_channels", "name", "parent")}
-    if backbone not in models.MODELS or backbone == "mfdv":
-        allowed = ", ".join(sorted(n for n in models.MODELS if n != "mfdv"))
-        raise ValueError(f"model.kwargs.backbone: unknown backbone {backbone!r}; allowed: {allowed}")
-    base.check_int(features, "model.kwargs.features")
-    return FeatureVarianceNet(backbone=backbone, features=features, unit_norm=bool(unit_norm),
-                              min_sigma=float(min_sigma), backbone_kwargs=tuple(sorted(kwargs.items())), **own)
-
-
-models.register("mfdv", mfdv_model)
 
 
 def regularizer(sigma, reg: str = "log_var", classifier_kernel=None):
@@ -209,9 +105,9 @@ def feature_variance(model, *, lam: float = 0.1, ramp_steps: int = 200, reg: str
     if not isinstance(model, FeatureVarianceNet):
         raise ValueError(f"defense.mfdv: needs config.model.name='mfdv' (a FeatureVarianceNet), got "
                          f"{type(model).__name__}")
-    lam = base.check_range(lam, "defense.mfdv.lam", low=0.0)
-    ramp_steps = base.check_int(ramp_steps, "defense.mfdv.ramp_steps", minimum=0)
-    base.check_choice(reg, "defense.mfdv.reg", REGULARIZERS)
+    lam = check_number(lam, "defense.mfdv.lam", low=0.0)
+    ramp_steps = check_int(ramp_steps, "defense.mfdv.ramp_steps", minimum=0)
+    check_choice(reg, "defense.mfdv.reg", REGULARIZERS)
 
     def transform(loss_fn):
         def mfdv_loss_fn(params, model_state, batch, key):
@@ -235,6 +131,9 @@ def feature_variance(model, *, lam: float = 0.1, ramp_steps: int = 200, reg: str
         return mfdv_loss_fn
 
     return transform
+
+
+DEFAULTS = base.signature_defaults(feature_variance)  # config.defense settings and defaults
 
 
 def from_config(sub, model):

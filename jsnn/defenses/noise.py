@@ -12,9 +12,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jsnn.config import check_number
 from jsnn.defenses import base
-
-DEFAULTS = dict(sigma=8 / 255, clip=True)
 
 
 def perturb(x, key, sigma: float, clip: bool = True):
@@ -48,7 +47,7 @@ def gaussian_noise(*, sigma: float = 8 / 255, clip: bool = True):
         >>> bool(noisy != 0.5), bool(abs(noisy - 0.5) < 0.1)  # mean of 32 draws of σ = 0.1 noise
         (True, True)
     """
-    sigma = base.check_range(sigma, "defense.noise.sigma", low=0.0)
+    sigma = check_number(sigma, "defense.noise.sigma", low=0.0)
 
     def transform(loss_fn):
         def noisy_loss_fn(params, model_state, batch, key):
@@ -59,6 +58,9 @@ def gaussian_noise(*, sigma: float = 8 / 255, clip: bool = True):
         return noisy_loss_fn
 
     return transform
+
+
+DEFAULTS = base.signature_defaults(gaussian_noise)  # config.defense settings and defaults
 
 
 def from_config(sub, model):

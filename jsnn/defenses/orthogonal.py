@@ -29,9 +29,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jsnn.config import check_int, check_number
 from jsnn.defenses import base
 
-DEFAULTS = dict(beta=0.001, row_fraction=1.0, row_threshold=200, simplex=True, seed=0)
 KERNEL_NAMES = ("kernel",)
 MIX_NAMES = ("mix",)
 
@@ -172,10 +172,10 @@ def orthogonal(beta: float = 0.001, *, row_fraction: float = 1.0, row_threshold:
         >>> bool(jnp.allclose(new, 1.4 * jnp.eye(2)))
         True
     """
-    beta = base.check_range(beta, "defense.rat.beta", low=0.0)
-    row_fraction = base.check_range(row_fraction, "defense.rat.row_fraction", low=0.0, high=1.0, low_open=True)
-    row_threshold = base.check_int(row_threshold, "defense.rat.row_threshold", minimum=0)
-    base.check_int(seed, "defense.rat.seed", minimum=0)
+    beta = check_number(beta, "defense.rat.beta", low=0.0)
+    row_fraction = check_number(row_fraction, "defense.rat.row_fraction", low=0.0, high=1.0, low_open=True)
+    row_threshold = check_int(row_threshold, "defense.rat.row_threshold", minimum=0)
+    check_int(seed, "defense.rat.seed", minimum=0)
 
     def init_fn(params):
         del params
@@ -193,6 +193,9 @@ def orthogonal(beta: float = 0.001, *, row_fraction: float = 1.0, row_threshold:
         return new_updates, OrthogonalState(key=jax.random.key_data(key))
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+DEFAULTS = base.signature_defaults(orthogonal)  # config.defense settings and defaults
 
 
 def from_config(sub, model):

@@ -21,10 +21,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jsnn.config import check_number
 from jsnn.defenses import base
 from jsnn.models.base import train_forward
-
-DEFAULTS = dict(lam=0.001, h=0.01)
 
 
 def margin_sigmoid(logits, y, j):
@@ -105,8 +104,8 @@ def sparse_gradient(model, *, lam: float = 0.001, h: float = 0.01):
         >>> bool(pen > 0), bool(jnp.allclose(loss, clean + 0.5 * pen))
         (True, True)
     """
-    lam = base.check_range(lam, "defense.sr.lam", low=0.0)
-    h = base.check_range(h, "defense.sr.h", low=0.0, low_open=True)
+    lam = check_number(lam, "defense.sr.lam", low=0.0)
+    h = check_number(h, "defense.sr.h", low=0.0, low_open=True)
 
     def transform(loss_fn):
         def sr_loss_fn(params, model_state, batch, key):
@@ -121,6 +120,9 @@ def sparse_gradient(model, *, lam: float = 0.001, h: float = 0.01):
         return sr_loss_fn
 
     return transform
+
+
+DEFAULTS = base.signature_defaults(sparse_gradient)  # config.defense settings and defaults
 
 
 def from_config(sub, model):

@@ -27,14 +27,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jsnn.config import check_choice, check_number
 from jsnn import losses
 from jsnn.defenses import base, noise
 from jsnn.layers import SpikingNeuron
 from jsnn.models.base import train_forward
 
 PERTURBATIONS = ("gaussian", "rfgsm")
-DEFAULTS = dict(rho=1.0, leak=0.99, perturbation="gaussian", sigma=8 / 255, eps=4 / 255, init_std=0.001,
-                clean_weight=0.5)
 
 
 def mppd_trace(delta, leak: float = 0.99):
@@ -145,13 +144,13 @@ def membrane_stability(model, *, rho: float = 1.0, leak: float = 0.99, perturbat
         >>> bool(jnp.allclose(loss, 0.25 * clean + 0.75 * m["rsnn_pert_loss"] + 2.0 * m["rsnn_penalty"]))
         True
     """
-    rho = base.check_range(rho, "defense.rsnn.rho", low=0.0)
-    leak = base.check_range(leak, "defense.rsnn.leak", low=0.0)
-    base.check_choice(perturbation, "defense.rsnn.perturbation", PERTURBATIONS)
-    sigma = base.check_range(sigma, "defense.rsnn.sigma", low=0.0)
-    eps = base.check_range(eps, "defense.rsnn.eps", low=0.0)
-    init_std = base.check_range(init_std, "defense.rsnn.init_std", low=0.0)
-    w = base.check_range(clean_weight, "defense.rsnn.clean_weight", low=0.0, high=1.0)
+    rho = check_number(rho, "defense.rsnn.rho", low=0.0)
+    leak = check_number(leak, "defense.rsnn.leak", low=0.0)
+    check_choice(perturbation, "defense.rsnn.perturbation", PERTURBATIONS)
+    sigma = check_number(sigma, "defense.rsnn.sigma", low=0.0)
+    eps = check_number(eps, "defense.rsnn.eps", low=0.0)
+    init_std = check_number(init_std, "defense.rsnn.init_std", low=0.0)
+    w = check_number(clean_weight, "defense.rsnn.clean_weight", low=0.0, high=1.0)
 
     def transform(loss_fn):
         def mppd_loss_fn(params, model_state, batch, key):
@@ -179,6 +178,9 @@ def membrane_stability(model, *, rho: float = 1.0, leak: float = 0.99, perturbat
         return mppd_loss_fn
 
     return transform
+
+
+DEFAULTS = base.signature_defaults(membrane_stability)  # config.defense settings and defaults
 
 
 def from_config(sub, model):

@@ -16,8 +16,9 @@ from jsnn.models.small import DigitsConv, DigitsMLP, SpikingConvNet, SpikingMLP
 from jsnn.models.vgg import SpikingVGG, VGG5, VGG11
 from jsnn.models.registry import MODELS, get_model, register
 from jsnn.models.factory import dataset_info, from_config
+from jsnn.models.wrappers import ANNNet, FeatureVarianceNet, StochasticFeatures
 
-__all__ = ["MODELS", "SpikingModel", "SpikingConvNet", "SpikingMLP", "DigitsConv", "DigitsMLP",
+__all__ = ["ANNNet", "FeatureVarianceNet", "MODELS", "SpikingModel", "StochasticFeatures", "SpikingConvNet", "SpikingMLP", "DigitsConv", "DigitsMLP",
            "SpikingVGG", "VGG5", "VGG11", "WideResNet", "WRN16_4", "SpikingResNet", "ResNet19",
            "SEWResNet", "SEWResNet18",
            "dataset_info", "estimator_factory", "from_config", "get_model", "logits_fn", "register",
