@@ -122,3 +122,19 @@ def test_errors(kwargs, match):
     for attack in (events.event_attack, events.random_events):
         with pytest.raises(ValueError, match=match):
             attack(fn, x, jnp.array([0]), jax.random.key(0), **args)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_frame_space_pgd_on_rank5_frames(norm):
+    """Threat model 1 is the existing PGD: per-example norms and projection over all trailing axes, [0, 1] kept."""
+    from jsnn.attacks import common, pgd
+
+    x = _frames(jax.random.key(8), SHAPE, 2)
+    fn = _conv_model(jax.random.key(9))
+    y = jnp.argmax(fn(x, jax.random.key(0)), -1)
+    eps = 0.5 if norm == "linf" else 2.0
+    x_adv = pgd(fn, x, y, jax.random.key(1), eps=eps, norm=norm, steps=3)
+    assert x_adv.shape == x.shape and bool(jnp.all((x_adv >= 0) & (x_adv <= 1)))
+    d = x_adv - x
+    size = jnp.max(jnp.abs(d).reshape(len(d), -1), 1) if norm == "linf" else common.flat_norm(d)
+    assert bool(jnp.all(size <= eps + 1e-5)) and bool(jnp.any(size > 0))
