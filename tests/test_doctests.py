@@ -22,10 +22,11 @@ WITH_EXAMPLES = ("jsnn.attacks", "jsnn.attacks.apgd", "jsnn.attacks.autoattack",
                  "jsnn.defenses", "jsnn.defenses.adversarial", "jsnn.defenses.base", "jsnn.defenses.distill",
                  "jsnn.defenses.feature_variance", "jsnn.defenses.noise", "jsnn.defenses.orthogonal",
                  "jsnn.defenses.sparse_gradient", "jsnn.defenses.stability", "jsnn.defenses.trades",
-                 "jsnn.encoding", "jsnn.evaluate", "jsnn.evaluate.events", "jsnn.evaluate.report", "jsnn.evaluate.runner",
+                 "jsnn.encoding", "jsnn.interop", "jsnn.interop.nir", "jsnn.interop.nir_workdir", "jsnn.interop.trace",
+                 "jsnn.evaluate", "jsnn.evaluate.events", "jsnn.evaluate.report", "jsnn.evaluate.runner",
                  "jsnn.evaluate.sanity", "jsnn.evaluate.settings", "jsnn.evaluate.suite", "jsnn.layers", "jsnn.losses",
                  "jsnn.models", "jsnn.models.base",
-                 "jsnn.models.resnet", "jsnn.models.small", "jsnn.models.vgg", "jsnn.models.wrappers", "jsnn.neuron", "jsnn.parallel",
+                 "jsnn.models.resnet", "jsnn.models.sequential", "jsnn.models.small", "jsnn.models.vgg", "jsnn.models.wrappers", "jsnn.neuron", "jsnn.parallel",
                  "jsnn.surrogate", "jsnn.sweep", "jsnn.sweep.grid", "jsnn.sweep.runner", "jsnn.sweep.summary",
                  "jsnn.tensorboard", "jsnn.train")
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE

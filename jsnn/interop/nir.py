@@ -34,7 +34,7 @@ Example:
     >>> from jsnn.interop import nir as jnir
     >>> model, x = get_model("digits_mlp", hidden=(16,), T=3), jnp.full((2, 8, 8, 1), 0.5)
     >>> variables = model.init(jax.random.key(0), x)
-    >>> graph = jnir.export(model, variables, jax.random.uniform(jax.random.key(1), (4, 8, 8, 1), maxval=3.0))
+    >>> graph = jnir.export(model, variables, x)
     >>> [type(graph.nodes[k]).__name__ for k in ("input", "Dense_0", "SpikingNeuron_0", "output")]
     ['Input', 'Affine', 'LIF', 'Output']
     >>> model2, variables2 = jnir.to_jsnn(graph, input_shape=(8, 8, 1))
@@ -229,10 +229,11 @@ def from_layers(t: trace_lib.Traced, *, dt: float = 1.0) -> nir.NIRGraph:
 
 
 def export(model, variables, x, *, dt: float = 1.0, key=None) -> nir.NIRGraph:
-    """The NIR graph of ``model`` (a chain of supported layers) with ``variables``, traced on sample images ``x``.
+    """The NIR graph of ``model`` (a chain of supported layers) with ``variables``.
 
-    ``x`` ``[B, H, W, C]`` should make every spiking layer fire (it decides average vs sum
-    pooling, see :func:`jsnn.interop.trace.trace`); ``dt`` is the time step one jsnn step stands for.
+    ``x``: images ``[B, H, W, C]`` of the model's input shape (the trace replaces every layer's
+    output by a probe, see :func:`jsnn.interop.trace.trace`); ``dt``: the time step one jsnn step
+    stands for (stored as ``metadata["dt"]``).
     """
     return from_layers(trace_lib.trace(model, variables, x, key), dt=dt)
 
@@ -257,7 +258,7 @@ def read(path: str) -> nir.NIRGraph:
 # ----------------------------------------------------------------------------- import
 
 
-def _chain(graph: nir.NIRGraph) -> List[str]:
+def chain(graph: nir.NIRGraph) -> List[str]:
     """The node keys from the Input to the Output; anything but a simple chain is one line."""
     for key, node in graph.nodes.items():
         if type(node).__name__ not in SUPPORTED:
@@ -303,7 +304,7 @@ def to_layers(graph: nir.NIRGraph, *, input_shape: Sequence[int], dt: Optional[f
     if not (math.isfinite(dt) and dt > 0):
         raise ValueError(f"dt={dt!r}: must be a finite number > 0")
     H, W, C = (int(s) for s in input_shape)
-    order = _chain(graph)
+    order = chain(graph)
     in_shape = tuple(int(s) for s in np.asarray(graph.nodes[order[0]].input_type["input"]).ravel())
     layers: List[Dict[str, Any]] = []
     params: Dict[str, Any] = {}
@@ -401,7 +402,7 @@ def to_jsnn(graph: nir.NIRGraph, *, input_shape: Sequence[int], dt: Optional[flo
     normalize = "input_mean" in meta
     mean = tuple(np.ravel(meta.get("input_mean", 0.0)).tolist()) if mean is None else tuple(mean)
     std = tuple(np.ravel(meta.get("input_std", 1.0)).tolist()) if std is None else tuple(std)
-    out = np.asarray(graph.nodes[_chain(graph)[-1]].output_type["output"]).ravel()
+    out = np.asarray(graph.nodes[chain(graph)[-1]].output_type["output"]).ravel()
     model = get_model("sequential", layers=layers, normalize=normalize, T=T, neuron=neuron, encoder=encoder,
                       mean=mean, std=std, num_classes=int(np.prod(out)), input_channels=int(input_shape[-1]))
     return model, variables

@@ -13,7 +13,7 @@ Example:
     >>> config = ml_collections.ConfigDict({"data": {"name": "digits", "eval_batch_size": 512},
     ...     "model": {"name": "digits_mlp", "T": 2, "kwargs": {"hidden": (8,)}}})
     >>> model = models.from_config(config)  # normalizes with the digits' mean and std
-    >>> x = jax.random.uniform(jax.random.key(1), (4, 8, 8, 1), maxval=3.0)
+    >>> x = jax.numpy.zeros((1, 8, 8, 1))  # the input shape
     >>> tmp = tempfile.TemporaryDirectory()
     >>> path = os.path.join(tmp.name, "mlp.nir")
     >>> jnir.write(path, jnir.export(model, model.init(jax.random.key(0), x), x))
@@ -109,7 +109,7 @@ def export_workdir(workdir: str, path: str, *, dt: float = 1.0, step: Optional[i
                    num_samples: int = 64) -> Dict[str, Any]:
     """Writes the run in ``workdir`` (its newest checkpoint, or ``step``) as the NIR file ``path``.
 
-    The first ``num_samples`` test images are the sample the export traces on. Returns a summary
+    The first ``num_samples`` test images give the input shape the export traces. Returns a summary
     (nodes, checkpoint step, fingerprint).
     """
     from jsnn import data as data_lib

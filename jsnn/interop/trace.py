@@ -1,12 +1,13 @@
 """Any chain-shaped jsnn model as a :mod:`jsnn.models.sequential` layer list, BatchNorm folded.
 
-:func:`trace` runs the model once in evaluation mode on a sample batch and records every call of a
-known leaf module (``nn.Conv``, ``nn.Dense``, ``nn.BatchNorm``, :class:`~jsnn.layers.SpikingNeuron`,
-:class:`~jsnn.layers.Encoder`, :class:`~jsnn.layers.Normalize`) with its input and output. What
-happens between two recorded modules is not a module (pooling, reshapes), so it is inferred from
-the shapes and then *checked on the recorded values*: average or sum pooling with window = stride
-= the size ratio, and flattening. Anything else (max pooling, residual additions, scaling) does
-not reproduce the next module's input and is a one-line error naming the two modules.
+:func:`trace` runs the model once in evaluation mode and records every call of a known leaf module
+(``nn.Conv``, ``nn.Dense``, ``nn.BatchNorm``, :class:`~jsnn.layers.SpikingNeuron`,
+:class:`~jsnn.layers.Encoder`, :class:`~jsnn.layers.Normalize`), replacing each one's output by a
+random Gaussian probe. What happens between two recorded modules is not a module (pooling,
+reshapes), so it is inferred from the shapes and then *checked on the probe*: average or sum
+pooling with window = stride = the size ratio, and flattening. The probes are not spikes, so sum,
+average and max pooling cannot be confused. Anything else (max pooling, residual additions,
+scaling) does not reproduce the next module's input and is a one-line error naming the two modules.
 
 BatchNorm in evaluation mode is folded into the preceding affine layer (Ioffe & Szegedy 2015):
 with ``s = γ / √(σ² + ε)``, ``W' = W·s`` (per output channel) and ``b' = s·(b − μ) + β``.
@@ -17,8 +18,7 @@ Example:
     >>> from jsnn.interop import trace
     >>> model, x = get_model("digits_conv", features=(4,), hidden=8, T=2), jnp.full((2, 8, 8, 1), 0.5)
     >>> variables = model.init(jax.random.key(0), x)
-    >>> sample = jax.random.uniform(jax.random.key(1), (2, 8, 8, 1), maxval=4.0)  # strong enough to spike
-    >>> t = trace.trace(model, variables, sample)
+    >>> t = trace.trace(model, variables, x)  # x: the input shape
     >>> [layer["kind"] for layer in t.layers]  # conv+BN folded, pooling and flatten inferred
     ['conv', 'neuron', 'avg_pool', 'flatten', 'dense', 'neuron', 'dense']
     >>> z = t.model().apply(t.variables, x)  # the same function as a "sequential" model
@@ -118,9 +118,15 @@ def _pool(h, kind: str, window):
     return nn.pool(h, 0.0, jax.lax.add, window, window, "VALID")
 
 
-def _bridge(a, b, between: str) -> List[Dict[str, Any]]:
-    """The pooling / flatten layers that turn ``a`` (one module's output) into ``b`` (the next one's input)."""
+def _bridge(a, b, between: str, T: int) -> List[Dict[str, Any]]:
+    """The pooling / flatten layers that turn ``a`` (one module's output) into ``b`` (the next one's input).
+
+    A stem that runs the first layer once over T (direct coding, :mod:`jsnn.models.stem`) repeats
+    its ``[B, ...]`` output to ``[B·T, ...]``: the same values at every step, so no layer.
+    """
     a, b = jnp.asarray(a), jnp.asarray(b)
+    if a.shape[0] != b.shape[0] and a.shape[0] * T == b.shape[0]:
+        a = jnp.repeat(a, T, axis=0)
     close = lambda u, v: u.shape == v.shape and bool(np.allclose(u, v, rtol=1e-5, atol=1e-6))
     if close(a, b):
         return []
@@ -138,9 +144,6 @@ def _bridge(a, b, between: str) -> List[Dict[str, Any]]:
             window = (H // target[0], W // target[1])
             ref = b.reshape((b.shape[0], target[0], target[1], -1)) if b.ndim == 2 else b
             found = [k for k in ("avg_pool", "sum_pool") if close(_pool(a, k, window), ref)]
-            if len(found) == 2:
-                raise ValueError(f"NIR export: between {between}: the sample input makes no spikes there, so "
-                                 "average and sum pooling cannot be told apart; pass a sample x that does")
             if found:
                 layers.append({"kind": found[0], "window": window, "strides": window, "padding": ((0, 0), (0, 0))})
                 a = _pool(a, found[0], window)
@@ -155,12 +158,12 @@ def _bridge(a, b, between: str) -> List[Dict[str, Any]]:
 
 
 def trace(model, variables, x, key: Optional[jax.Array] = None) -> Traced:
-    """Records ``model`` on the sample images ``x`` ``[B, H, W, C]`` and returns it as a :class:`Traced` chain.
+    """Records ``model`` on images shaped like ``x`` ``[B, H, W, C]`` and returns it as a :class:`Traced` chain.
 
-    ``x`` should make the spiking layers fire (random images in [0, 1] usually do): values recorded
-    on it decide the pooling kind. ``key`` feeds a stochastic encoder.
+    ``key`` feeds a stochastic encoder (its output is replaced by a probe anyway).
     """
     records = []
+    rng = np.random.default_rng(0)
 
     def interceptor(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
@@ -168,6 +171,7 @@ def trace(model, variables, x, key: Optional[jax.Array] = None) -> Traced:
         if context.method_name == "__call__" and isinstance(m, LEAVES):
             variables_m = jax.tree.map(np.asarray, dict(m.variables)) if m.variables else {}
             path = "_".join(m.scope.path) if m.scope is not None and m.scope.path else str(m.name)
+            out = jnp.asarray(rng.standard_normal(out.shape), out.dtype)  # the probe
             records.append((m.clone(parent=None, name=path), args[0], out, variables_m))
         return out
 
@@ -175,12 +179,12 @@ def trace(model, variables, x, key: Optional[jax.Array] = None) -> Traced:
     rngs = {"noise": jax.random.key(0) if key is None else key}
     with nn.intercept_methods(interceptor):
         logits = model.apply(variables, x, train=False, rngs=rngs)
-    if not records or not isinstance(records[0][0], Encoder):
-        raise ValueError(f"NIR export: {type(model).__name__} does not start with a jsnn Encoder")
-    enc = records[0][0]
-    rest = records[1:]
+    T, encoder = int(model.T), model.encoder
+    rest = [r for r in records if not isinstance(r[0], Encoder)]  # a stem may skip it (direct coding)
+    if len(rest) < len(records) - 1 or (len(rest) < len(records) and not isinstance(records[0][0], Encoder)):
+        raise ValueError(f"NIR export: {type(model).__name__} encodes its input more than once or not first")
     mean, std, normalize = (0.0,), (1.0,), False
-    prev_out, prev_name = records[0][2], "the encoder"
+    prev_out, prev_name = (records[0][2] if len(rest) < len(records) else x), "the encoder"
     if rest and isinstance(rest[0][0], Normalize):
         norm = rest[0][0]
         mean, std, normalize = tuple(norm.mean), tuple(norm.std), True
@@ -191,7 +195,7 @@ def trace(model, variables, x, key: Optional[jax.Array] = None) -> Traced:
     params: Dict[str, Any] = {}
     for m, inp, out, mv in rest:
         here = f"{prev_name} and {type(m).__name__} {m.name}"
-        bridge = _bridge(prev_out, inp, here)
+        bridge = _bridge(prev_out, inp, here, T)
         if isinstance(m, nn.BatchNorm):
             if bridge or not layers or layers[-1]["kind"] not in ("conv", "dense"):
                 raise ValueError(f"NIR export: BatchNorm {m.name} does not directly follow a conv or dense layer, "
@@ -217,7 +221,8 @@ def trace(model, variables, x, key: Optional[jax.Array] = None) -> Traced:
             else:
                 raise ValueError(f"NIR export: {type(m).__name__} {m.name} inside the body is not supported")
         prev_out, prev_name = out, f"{type(m).__name__} {m.name}"
-    if not np.allclose(time_average(prev_out, enc.T), logits, rtol=1e-5, atol=1e-6):
+    if prev_out.shape[0] != logits.shape[0] * T or not np.allclose(
+            time_average(prev_out, T), logits, rtol=1e-5, atol=1e-6):
         raise ValueError(f"NIR export: the logits are not the time average of {prev_name}'s output")
-    return Traced(layers, {"params": params}, int(enc.T), enc.config, mean, std, normalize, model.neuron,
+    return Traced(layers, {"params": params}, T, encoder, mean, std, normalize, model.neuron,
                   int(logits.shape[-1]), input_shape)
