@@ -31,7 +31,7 @@ alike and one compiled attack serves every run.
   ``fn(x, key, state) -> (logits, state)``; :func:`jsnn.attacks.sapgd` carries its state.
 
 Example:
-    PDSG on one IF neuron (V_th = 1) fed a ramp: per-step BPTT with σ from the layer's own H.
+    Both wrap a model's ``logits_fn``; the forward stays the model's own, bit for bit.
 
     >>> import jax, jax.numpy as jnp
     >>> from jsnn import get_model

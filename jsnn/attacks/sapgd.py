@@ -36,10 +36,10 @@ import jax.numpy as jnp
 
 from jsnn.attacks import adaptive, common
 from jsnn.attacks import losses as losses_lib
-from jsnn.attacks.apgd import _schedule
+from jsnn.attacks.apgd import _check, _schedule
 from jsnn.attacks.common import Best, expand
-from jsnn.attacks.eot import check_eot, value_and_grad
-from jsnn.config import check_choice, check_int, check_number
+from jsnn.attacks.eot import value_and_grad
+from jsnn.config import check_choice, check_number
 
 SCHEDULES = ("always", "stall")
 
@@ -163,15 +163,9 @@ def sapgd(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 100, re
     """
     stateful = adaptive.is_stateful(logits_fn)
     probe = functools.partial(_logits_only, logits_fn) if stateful else logits_fn
-    x, y = common.check_inputs(x, y, key, probe)
-    common.check_norm(norm)
-    common.check_eps(eps, batch=x.shape[0])
-    check_int(steps, "steps", where="attack ")
-    check_int(restarts, "restarts", where="attack ")
-    check_eot(eot)
+    x, y = _check(probe, x, y, key, eps, norm, steps, restarts, eot, rho)  # APGD's: inputs, ε, counts, ρ
     common.check_target(loss, target, y)
     check_choice(schedule, "schedule", SCHEDULES, where="sapgd ")
-    check_number(rho, "rho", low=0, high=1, where="sapgd ")
     check_number(beta1, "beta1", low=0, high=1, high_open=True, where="sapgd ")
     check_number(beta2, "beta2", low=0, high=1, high_open=True, where="sapgd ")
     check_number(init_step, "init_step", low=0, low_open=True, where="sapgd ")
