@@ -24,7 +24,7 @@ fast_sigmoid        1 / (1 + k|u|)²                        k slope (SuperSpike)
 straight_through    1                                      none ("STE")
 exponential         exp(−γ|u|)                             γ rate ("EXP")
 exponential_d       0.3·exp(−γ|u|)                         γ rate ("EXP-D")
-pdsg                exp(−(u − σ/2)²/2σ²) / (√(2π)·σ)       σ std (PDSG, Lun et al. 2025)
+shifted_gaussian    exp(−(u − σ/2)²/2σ²) / (√(2π)·σ)       σ std (PDSG, Lun et al. 2025)
 ==================  =====================================  ===========================
 
 Example:
@@ -45,7 +45,7 @@ import numpy as np
 
 # New shapes are appended (a kind is an index: stored specs and stacks keep their meaning).
 SHAPES = ("sigmoid", "atan", "triangle", "rectangle", "fast_sigmoid", "straight_through", "exponential",
-          "exponential_d", "pdsg")
+          "exponential_d", "shifted_gaussian")
 DEFAULT_WIDTHS = {
     "sigmoid": 4.0,
     "atan": 2.0,
@@ -55,7 +55,7 @@ DEFAULT_WIDTHS = {
     "straight_through": 1.0,
     "exponential": 1.0,
     "exponential_d": 1.0,
-    "pdsg": 1.0,  # σ: jsnn.attacks.adaptive sets it per channel from the membrane potential
+    "shifted_gaussian": 1.0,  # PDSG (jsnn.attacks.adaptive) sets σ per channel from the membrane potential
 }
 # Amplitude α of the exponential shapes, g(u) = α·exp(−γ|u|) (the TMLR 2024 protocol's EXP and EXP-D).
 EXPONENTIAL_AMPLITUDE = {"exponential": 1.0, "exponential_d": 0.3}

@@ -17,6 +17,7 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(jsnn.__path__, prefix="js
 WITH_EXAMPLES = ("jsnn.attacks", "jsnn.attacks.apgd", "jsnn.attacks.autoattack", "jsnn.attacks.common",
                  "jsnn.attacks.eot", "jsnn.attacks.events", "jsnn.attacks.fab", "jsnn.attacks.fgsm", "jsnn.attacks.ensemble", "jsnn.attacks.gradients",
                  "jsnn.attacks.losses", "jsnn.attacks.pgd", "jsnn.attacks.square", "jsnn.attacks.transfer",
+                 "jsnn.attacks.adaptive", "jsnn.attacks.sapgd",
                  "jsnn.certify", "jsnn.certify.driver", "jsnn.certify.smoothing", "jsnn.data", "jsnn.data.augment", "jsnn.data.digits", "jsnn.data.event_digits",
                  "jsnn.data.events", "jsnn.data.info", "jsnn.data.pipeline", "jsnn.data.tfds",
                  "jsnn.defenses", "jsnn.defenses.adversarial", "jsnn.defenses.base", "jsnn.defenses.distill",

@@ -18,6 +18,9 @@ counts, ``draws`` for judging; ``full_output=True`` returns ``(x_adv, info)``)::
     apgd_targeted(logits_fn, x, y, key, *, eps, norm="linf", steps=100, num_targets=9, restarts=1,
                   loss="dlr_targeted", eot=1, random_start=True, rho=0.75, eot_chunk=None, target_chunk=None,
                   full_output=False)
+    sapgd(logits_fn, x, y, key, *, eps, norm="linf", steps=100, restarts=1, loss="ce", target=None, eot=1,
+          random_start=True, schedule="always", rho=0.75, beta1=0.5, beta2=0.8, init_step=1.0, eot_chunk=None,
+          restart_chunk=None, full_output=False)  # ASSG + SA-PGD with logits_fn = adaptive.assg(f)
     square(logits_fn, x, y, key, *, eps, queries=5000, p_init=0.8, eot=1, full_output=False)
     fab_t(logits_fn, x, y, key, *, eps, steps=100, num_targets=9, restarts=1, alpha_max=0.1, eta=1.05,
           beta=0.9, full_output=False)
@@ -47,6 +50,7 @@ Concrete inputs are validated at the boundary (one-line ``ValueError``): images 
 number ≥ 0 or a ``[B]`` vector (fgsm / pgd / apgd); traced inputs inside a jit pass through.
 
 Modules: :mod:`~jsnn.attacks.common` (projection, random starts, best tracking),
+:mod:`~jsnn.attacks.adaptive` (PDSG and ASSG: surrogates from the layer's membrane potential),
 :mod:`~jsnn.attacks.losses` (CE, CW, DLR, targeted), :mod:`~jsnn.attacks.eot` (EOT oracle,
 final judgement over draws), :mod:`~jsnn.attacks.gradients` (gradient estimators: surrogates,
 BPTR, RGA, HART, the ANN proxy; presets and their registry), :mod:`~jsnn.attacks.ensemble`
@@ -67,7 +71,7 @@ Example:
     pgd (2, 3) float32 True True
 """
 
-from jsnn.attacks import common, eot, gradients, losses
+from jsnn.attacks import adaptive, common, eot, gradients, losses
 from jsnn.attacks.apgd import apgd, apgd_targeted, checkpoints as apgd_checkpoints, target_classes
 from jsnn.attacks.autoattack import autoattack, summary as autoattack_summary
 from jsnn.attacks.eot import correct_draws, robust_accuracy
@@ -77,11 +81,12 @@ from jsnn.attacks.fgsm import fgsm, rfgsm
 from jsnn.attacks.ensemble import ensemble
 from jsnn.attacks.gradients import Estimator, sr_ensemble
 from jsnn.attacks.pgd import pgd
+from jsnn.attacks.sapgd import sapgd
 from jsnn.attacks.square import square
 from jsnn.attacks.transfer import transfer
 
 __all__ = [
-    "common", "eot", "gradients", "losses",
+    "adaptive", "common", "eot", "gradients", "losses", "sapgd",
     "apgd", "apgd_targeted", "apgd_checkpoints", "target_classes",
     "correct_draws", "robust_accuracy", "fgsm", "rfgsm", "pgd", "transfer",
     "Estimator", "ensemble", "sr_ensemble",

@@ -213,6 +213,14 @@ def _run_transfer(rec, t, x, y, key):
     return np.asarray(info["correct"]).sum(0), {}
 
 
+def _run_sapgd(rec, t, x, y, key):  # ASSG + SA-PGD (Wang et al. 2025): the attack carries the ASSG state
+    s, (k_attack, k_judge) = rec["settings"], jax.random.split(key)
+    x_adv = attacks.sapgd(attacks.adaptive.assg(t.fn), x, y, k_attack, eps=rec["eps"], norm=s["norm"],
+                          steps=s["steps"], restarts=s["restarts"], loss=s["loss"], eot=s["eot"],
+                          schedule=s["schedule"], eot_chunk=_chunk(s))
+    return _judged(t.fn, x_adv, y, k_judge, s["draws"])
+
+
 def _one(name, eps, steps, eot, /, estimator="model", **settings):
     return dict(name=name, eps=eps, steps=steps, eot=eot, estimator=estimator, settings=settings)
 
@@ -252,6 +260,12 @@ def _expand_transfer(token, ev, p):
                  estimator="source: " + str(ev.transfer_from), steps=ev.transfer_steps, source=str(ev.transfer_from))]
 
 
+def _expand_sapgd(token, ev, p):
+    return [_one(f"sapgd{ev.apgd_steps}-assg-{p.norm}-eps{eps_label(p.main)}", p.main, ev.apgd_steps, p.eot,
+                 estimator="assg", eot=p.eot, steps=ev.apgd_steps, restarts=ev.apgd_restarts, loss="ce",
+                 schedule="always", eot_chunk=ev.eot_chunk)]
+
+
 KINDS = (
     Kind("clean", "jsnn.attacks.correct_draws", lambda token, ev, p: [_one("clean", 0.0, None, None)], _run_clean,
          box=None),
@@ -274,6 +288,7 @@ KINDS = (
          summarize=_sum_ensemble),
     Kind("transfer", "jsnn.attacks.transfer(jsnn.attacks.pgd, source)", _expand_transfer, _run_transfer,
          box="black", skip=lambda s, ev, spiking: None if s["source"] else "evaluate.transfer_from is empty"),
+    Kind("sapgd", "jsnn.attacks.sapgd(jsnn.attacks.adaptive.assg(logits_fn), ...)", _expand_sapgd, _run_sapgd),
     Kind("event-l0", "jsnn.attacks.event_attack", event_kinds.expand_l0, event_kinds.run_l0, family=event_kinds.FAMILY,
          box=None, skip=event_kinds.skip, summarize=event_kinds.summarize),
     Kind("event-random", "jsnn.attacks.random_events", event_kinds.expand_random, event_kinds.run_random,
