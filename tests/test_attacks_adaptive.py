@@ -252,6 +252,10 @@ def test_assg_sapgd_carries_the_state_and_keeps_the_invariants(tiny):
     fn = adaptive.assg(models.logits_fn(model, v))
     a = attacks.sapgd(fn, x, y, KEY, eps=0.1, steps=5)
     assert bool(jnp.all(jnp.abs(a - x) <= 0.1 + 1e-6)) and bool(jnp.all((a >= 0) & (a <= 1)))
+    compiled = sapgd_mod._sapgd._cache_size()
+    other = jax.jit(model.init)(jax.random.PRNGKey(9), x)  # another run of the same architecture: no recompile
+    attacks.sapgd(adaptive.assg(models.logits_fn(model, other)), x, y, KEY, eps=0.05, steps=5)
+    assert sapgd_mod._sapgd._cache_size() == compiled
     vg = sapgd_mod._oracle(fn, "ce", y, None, eot=1, eot_chunk=None, stateful=True)
     carry = sapgd_mod._run(vg, x, KEY, 0.1, norm="linf", steps=3, random_start=True, schedule="always", rho=0.75,
                            beta1=0.5, beta2=0.8, init_step=1.0, stateful=True, return_state=True)
