@@ -104,3 +104,27 @@ def check_config_argv(argv, flag: str = "config") -> None:
     if value is None:
         return  # absl reports the missing required flag itself
     check_overrides(argv, load_config_file(value, f"--{flag}"), flag)
+
+
+def named_configs(config_file: str, names, overrides, spec, workdir: str):
+    """``{name: config}`` for a ``config`` axis: ``<dir of config_file>/<name>.py`` with the spec's ``set``,
+    its ``overrides[name]`` (``{workdir}`` formatted in string values), then the command-line overrides; and
+    ``{name: (file, overrides)}``, what its ``launch.train`` command passes."""
+    from ml_collections.config_flags import config_path
+
+    per_config = spec.get("overrides") or {}
+    directory = os.path.dirname(config_file.split(":", 1)[0])
+    unknown = sorted(n for n in per_config if not os.path.isfile(os.path.join(directory, f"{n}.py")))
+    if unknown:
+        raise ValueError(f"get_sweep() overrides: {unknown} name no config file in {directory or '.'}")
+    configs, commands = {}, {}
+    for name in names:
+        path = os.path.join(directory, f"{name}.py")
+        c = load_config_file(path, flag=f"--grid config={name}")
+        own = [(k, v.format(workdir=os.path.abspath(workdir)) if isinstance(v, str) else v)
+               for k, v in list((spec.get("set") or {}).items()) + list((per_config.get(name) or {}).items())]
+        pairs = own + list(overrides)  # the command line has the last word
+        for field, value in pairs:
+            config_path.set_value(field, c, value)
+        configs[name], commands[name] = c, (path, pairs)
+    return configs, commands

@@ -9,8 +9,16 @@ Every combination trains in ``WORKDIR/<path>=<value>,.../seed=<s>/`` (``results.
 ``WORKDIR/sweep.json`` lists every run with the ``launch.train`` (and ``launch.evaluate``) command
 that reruns it alone. ``--evaluate_overrides='attacks=clean,fgsm,pgd10;num_examples=500'`` changes
 the evaluation suite of every run (over each run's ``config.evaluate``, then jsnn.evaluate's defaults).
-A config file may define ``get_sweep()`` returning ``{'grid': ..., 'seeds': ...}`` (a sweep config
-file); ``--grid``/``--seeds`` override it.
+A config file may define ``get_sweep()`` returning ``{'grid': ..., 'seeds': ..., 'evaluate': ...,
+'overrides': ...}`` (a sweep config file, :func:`jsnn.sweep.load_sweep_spec`); ``--grid``/``--seeds``/
+``--evaluate_overrides`` override it, and a spec with ``evaluate`` evaluates every run.
+
+The grid axis ``config`` sweeps over whole experiment configs, named as files next to the sweep
+config file: ``--grid='config=digits_vanilla,digits_at'`` trains ``WORKDIR/config=digits_at/seed=0/``
+from ``launch/configs/digits_at.py`` (the ``--config.*`` flags apply to each of them). The digits
+defense study is such a sweep (``launch/configs/study_digits.py``)::
+
+  python -m launch.sweep --config=launch/configs/study_digits.py --workdir=/tmp/jsnn/study
 
 Rerunning the same command skips finished runs and resumes interrupted ones from their last
 checkpoint. Several processes share a sweep with ``--shard=i/n`` (round-robin over the sorted run
@@ -102,35 +110,45 @@ def main(argv):
 
         overrides = list(config_flags.get_override_values(FLAGS["config"]).items())
         runs = sweep.expand(grid, seeds)
+        configs, named = None, {}
+        if sweep.config_names(grid):
+            configs, named = common.named_configs(config_file, sweep.config_names(grid), overrides, spec, workdir)
         evaluate = None
         eval_overrides = {}
-        if FLAGS.evaluate:
+        if FLAGS.evaluate or "evaluate" in spec:
             from jsnn import evaluate as evaluate_lib
 
-            eval_overrides = sweep.parse_overrides(FLAGS.evaluate_overrides, evaluate_lib.default_eval_config(),
-                                                   "evaluate_overrides")
+            eval_spec = FLAGS.evaluate_overrides if FLAGS.evaluate_overrides is not None else spec.get("evaluate")
+            eval_overrides = sweep.parse_overrides(eval_spec, evaluate_lib.default_eval_config(), "evaluate_overrides")
             evaluate = sweep.make_evaluate(overrides=eval_overrides)
+
+        def train_cmd_of(run, run_dir):
+            if configs is None:
+                return cmd_lib.train_command(config_file, run_dir, overrides, run)
+            path, pairs = named[run.point[0][1]]
+            return cmd_lib.train_command(path, run_dir, pairs, run._replace(point=run.point[1:]))
+
         commands = {}
         for r in runs:
             run_dir = os.path.join(workdir, r.name)
-            train_cmd = cmd_lib.train_command(config_file, run_dir, overrides, r)
+            train_cmd = train_cmd_of(r, run_dir)
             commands[r.name] = {"command": cmd_lib.shell_command(train_cmd)}
-            if FLAGS.evaluate:
+            if evaluate is not None:
                 commands[r.name]["evaluate_command"] = cmd_lib.shell_command(cmd_lib.evaluate_command(run_dir,
                                                                                                   eval_overrides))
         is_main = jax.process_index() == 0
         if not FLAGS.summarize_only:
             if is_main:
-                sweep.write_sweep_record(workdir, base, grid, seeds, commands)
+                sweep.write_sweep_record(workdir, base, grid, seeds, commands, configs=configs)
             command_fn = eval_command_fn = None
             if FLAGS.isolate:
-                command_fn = lambda run, run_dir: cmd_lib.train_command(config_file, run_dir, overrides, run)
-                if FLAGS.evaluate:
+                command_fn = train_cmd_of
+                if evaluate is not None:
                     eval_command_fn = lambda run, run_dir: cmd_lib.evaluate_command(run_dir, eval_overrides)
                     evaluate = None
             report = sweep.run_sweep(base, workdir, grid, seeds, shard=shard, evaluate=evaluate,
                                      command_fn=command_fn, eval_command_fn=eval_command_fn,
-                                     keep_going=not FLAGS.distributed)
+                                     keep_going=not FLAGS.distributed, configs=configs)
             print(f"sweep shard {shard[0]}/{shard[1]}: {len(report.trained)} trained, {len(report.evaluated)} "
                   f"evaluated, {len(report.skipped)} already finished, {len(report.failed)} failed")
         else:

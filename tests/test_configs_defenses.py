@@ -171,38 +171,3 @@ def test_digits_mfdv_and_distillation_through_the_launcher(tmp_path):
     with pytest.raises(FileNotFoundError, match="no config.json"):  # loaded when training starts
         setup.loss_transform(losses.cross_entropy_loss_fn(model))
     jax.clear_caches()
-
-
-def test_study_summary_from_run_files(tmp_path):
-    """launch.study_defenses: mean ± sample std over seeds per column, stochastic/masking tags, plots."""
-    import json
-
-    from launch import study_defenses
-
-    def write(name, seed, clean, pgd, stochastic=False, masking=False):
-        d = tmp_path / name / f"seed={seed}"
-        d.mkdir(parents=True)
-        (d / "results.json").write_text(json.dumps({"clean_accuracy": clean}))
-        records = {"clean": {"accuracy": clean, "eps": 0.0},
-                   "pgd20-linf-eps0.15": {"accuracy": pgd, "eps": 0.15},
-                   "pgd20-linf-eps51/255": {"accuracy": pgd / 2, "eps": 0.2},
-                   "square-linf-eps0.15": {"skip": "linf only", "eps": 0.15}}
-        (d / "robustness.json").write_text(json.dumps({
-            "records": records, "suite": sorted(records), "gradients": {"zero_gradient_examples": 0.0},
-            "stochastic": stochastic, "possible_gradient_masking": masking,
-            "worst_case": {"eps": 0.15, "accuracy": pgd}}))
-
-    write("vanilla", 0, 0.98, 0.30)
-    write("vanilla", 1, 1.00, 0.40)
-    write("rsc", 0, 0.96, 0.60, stochastic=True, masking=True)
-    write("at", 0, 0.97, 0.60)  # still being evaluated by another shard: its suite is not complete
-    doc = json.loads((tmp_path / "at" / "seed=0" / "robustness.json").read_text())
-    (tmp_path / "at" / "seed=0" / "robustness.json").write_text(json.dumps(dict(doc, suite=doc["suite"] + ["ensemble"])))
-    summary = study_defenses.summarize(str(tmp_path), ["vanilla", "rsc", "at"], [0, 1])
-    assert set(summary) == {"vanilla", "rsc"}
-    m, s, n = summary["vanilla"]["stats"]["pgd20-linf-eps0.15"]
-    assert (n, m) == (2, pytest.approx(0.35)) and s == pytest.approx(np.std([0.3, 0.4], ddof=1))
-    table = (tmp_path / "study.md").read_text()
-    assert "| vanilla | 2 | 99.0 ± 1.4 |" in table and "pgd20-linf ε=0.2" in table
-    assert "| rsc (stoch.) ⚠ | 1 | 96.0 |" in table
-    assert (tmp_path / "tradeoff.png").exists() and (tmp_path / "accuracy_vs_eps.png").exists()

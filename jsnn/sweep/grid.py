@@ -1,7 +1,9 @@
 """Sweep grids: ``'defense.lam=0.001,0.01;model.T=4,8'`` (or a mapping) → typed axes × seeds → runs.
 
 Each value is parsed with the type of the base config field (int/float/bool/str/...); an unknown
-field is a ``ValueError`` naming it. Runs are sorted by directory name
+field is a ``ValueError`` naming it. The axis ``config`` (first, if present) sweeps over whole
+experiment configs by name (``'config=digits_vanilla,digits_at'``): each run starts from the named
+config (the caller loads them: :func:`run_config`'s ``configs``) and the other axes apply on top. Runs are sorted by directory name
 ``WORKDIR/<path>=<value>,<path>=<value>/seed=<s>/`` (characters outside ``[A-Za-z0-9._=,+-]`` become
 ``_``), with no grid just ``WORKDIR/seed=<s>/``; :func:`shard_runs` deals them round-robin.
 """
@@ -22,6 +24,7 @@ from ml_collections.config_flags import config_path
 Grid = Tuple[Tuple[str, Tuple[Any, ...]], ...]
 Point = Tuple[Tuple[str, Any], ...]
 
+CONFIG_AXIS = "config"  # the axis over named experiment configs
 UNSAFE = re.compile(r"[^A-Za-z0-9._=,+\-]")
 _TRUE, _FALSE = ("true", "t", "1", "yes"), ("false", "f", "0", "no")
 
@@ -142,6 +145,14 @@ def parse_grid(spec, config) -> Grid:
         (4, 'sr', 1)
         >>> [r.name for r in sweep.shard_runs(runs, 1, 4)]  # process 1 of 4 takes runs[1::4]
         ['model.T=2,defense.name=none/seed=1', 'model.T=4,defense.name=none/seed=1']
+
+        A sweep over named configs (the study of several defenses), other axes on top:
+
+        >>> grid = sweep.parse_grid("config=vanilla,sr;model.T=8", config)
+        >>> at = ml_collections.ConfigDict({"seed": 0, "model": {"T": 4}, "defense": {"name": "sr"}})
+        >>> run = sweep.expand(grid, (3,))[0]
+        >>> run.name, sweep.run_config(config, run, {"vanilla": config, "sr": at}).model.T
+        ('config=sr,model.T=8/seed=3', 8)
     """
     if spec is None or (isinstance(spec, str) and not spec.strip()):
         return ()
@@ -167,7 +178,12 @@ def parse_grid(spec, config) -> Grid:
         seen.add(path)
         if any(isinstance(v, str) and not v.strip() for v in values) or not values:
             raise ValueError(f"grid: axis {path!r} has an empty value ({values!r})")
-        parsed = tuple(parse_value(config, path, v) for v in values)
+        if path == CONFIG_AXIS and axes:
+            raise ValueError(f"grid: the {CONFIG_AXIS!r} axis must come first (other axes apply on top of it)")
+        if path == CONFIG_AXIS:
+            parsed = tuple(str(v).strip() for v in values)
+        else:
+            parsed = tuple(parse_value(config, path, v) for v in values)
         if len(set(map(repr, parsed))) != len(parsed):
             raise ValueError(f"grid: axis {path!r} repeats a value ({parsed!r})")
         axes.append((path, parsed))
@@ -244,11 +260,18 @@ def parse_shard(spec) -> Tuple[int, int]:
     return i, n
 
 
+SPEC_KEYS = ("grid", "seeds", "evaluate", "set", "overrides")
+
+
 def load_sweep_spec(config_file: str) -> Dict[str, Any]:
-    """The optional ``get_sweep()`` of a config file: ``{'grid': str | mapping, 'seeds': ...}`` or ``{}``.
+    """The optional ``get_sweep()`` of a config file (keys :data:`SPEC_KEYS`), or ``{}``.
 
     A sweep config file is an ordinary config file (``get_config()``) that also defines
-    ``get_sweep()``; command-line ``--grid``/``--seeds`` take precedence over it.
+    ``get_sweep()``: ``grid`` and ``seeds``; ``evaluate`` (the evaluation protocol of every run,
+    ``'field=value;...'``); for a ``config`` axis, ``set`` (``{path: value}`` for every named
+    config, e.g. the study's training length) and ``overrides`` (``{config name: {path: value}}``
+    for one of them; ``{workdir}`` in a string value is the sweep's workdir, e.g. a distillation
+    student's teacher run). Command-line flags take precedence over it.
     """
     path = config_file.split(":", 1)[0]
     spec = importlib.util.spec_from_file_location("_jsnn_sweep_config", path)
@@ -259,9 +282,9 @@ def load_sweep_spec(config_file: str) -> Dict[str, Any]:
     if not hasattr(module, "get_sweep"):
         return {}
     out = dict(module.get_sweep())
-    unknown = set(out) - {"grid", "seeds"}
+    unknown = set(out) - set(SPEC_KEYS)
     if unknown:
-        raise ValueError(f"get_sweep() in {path!r}: unknown keys {sorted(unknown)}; allowed: grid, seeds")
+        raise ValueError(f"get_sweep() in {path!r}: unknown keys {sorted(unknown)}; allowed: {', '.join(SPEC_KEYS)}")
     return out
 
 
@@ -300,10 +323,22 @@ def shard_runs(runs: Sequence[Run], index: int, count: int) -> List[Run]:
     return list(runs)[index::count]
 
 
-def run_config(base, run: Run):
-    """A copy of ``base`` with the run's grid values and ``seed`` set."""
+def config_names(grid: Grid) -> Tuple[str, ...]:
+    """The names on the grid's ``config`` axis (empty when it has none)."""
+    return tuple(grid[0][1]) if grid and grid[0][0] == CONFIG_AXIS else ()
+
+
+def run_config(base, run: Run, configs: Mapping[str, Any] | None = None):
+    """A copy of ``base`` (or of ``configs[name]`` on a ``config`` axis) with the run's grid values and ``seed`` set."""
+    point = run.point
+    if point and point[0][0] == CONFIG_AXIS:
+        name = point[0][1]
+        if not configs or name not in configs:
+            known = ", ".join(sorted(configs or ())) or "none loaded"
+            raise ValueError(f"grid: config={name!r} is not a loaded experiment config ({known})")
+        base, point = configs[name], point[1:]
     config = copy.deepcopy(base)
-    for path, value in run.point:
+    for path, value in point:
         config_path.set_value(path, config, value)
     config.seed = run.seed
     return config

@@ -129,7 +129,7 @@ def run_sweep(base_config, workdir: str, grid: Grid = (), seeds: Sequence[int] =
               train_fn: Optional[Callable[[Any, str], Any]] = None,
               command_fn: Optional[Callable[[Run, str], Sequence[str]]] = None,
               eval_command_fn: Optional[Callable[[Run, str], Sequence[str]]] = None,
-              keep_going: bool = True) -> SweepReport:
+              keep_going: bool = True, configs: Optional[Mapping[str, Any]] = None) -> SweepReport:
     """Trains (and evaluates) this shard's unfinished runs of ``grid × seeds`` into ``workdir``.
 
     Args:
@@ -142,6 +142,8 @@ def run_sweep(base_config, workdir: str, grid: Grid = (), seeds: Sequence[int] =
       command_fn, eval_command_fn: when given, each run is trained (evaluated) by the subprocess
         ``command_fn(run, run_dir)`` instead of in-process (``--isolate``).
       keep_going: record a failing run in its ``error.txt`` and continue (False: re-raise).
+      configs: ``{name: config}`` for a grid with a ``config`` axis (each run starts from its named
+        config instead of ``base_config``; :func:`jsnn.sweep.run_config`).
 
     Returns:
       A :class:`SweepReport`. Every config is validated before the first run starts.
@@ -177,9 +179,9 @@ def run_sweep(base_config, workdir: str, grid: Grid = (), seeds: Sequence[int] =
 
     train_fn = train.train_and_evaluate if train_fn is None else train_fn
     runs = shard_runs(expand(grid, seeds), *shard)
-    configs = [run_config(base_config, r) for r in runs]
+    run_configs = [run_config(base_config, r, configs) for r in runs]
     mesh = parallel.data_mesh()
-    for r, c in zip(runs, configs):
+    for r, c in zip(runs, run_configs):
         try:
             train.validate_config(c)
             defenses.from_config(c, models.from_config(c))  # model and defense fields (no parameters built)
@@ -187,12 +189,12 @@ def run_sweep(base_config, workdir: str, grid: Grid = (), seeds: Sequence[int] =
         except ValueError as e:
             raise ValueError(f"sweep run {r.name}: {e}") from None
     dirs = [os.path.join(workdir, r.name) for r in runs]
-    for d, c in zip(dirs, configs):
+    for d, c in zip(dirs, run_configs):
         check_same_config(d, c)
     wants_eval = evaluate is not None or eval_command_fn is not None
     done = _broadcast_flags(np.array([[os.path.exists(os.path.join(d, RESULTS)),
                                        is_finished(d, evaluate or wants_eval, c)]
-                                      for d, c in zip(dirs, configs)], bool).reshape(len(dirs), 2))
+                                      for d, c in zip(dirs, run_configs)], bool).reshape(len(dirs), 2))
     report = SweepReport([], [], [], [])
     todo = [i for i in range(len(runs)) if not done[i, 1]]
     report.skipped.extend(runs[i].name for i in range(len(runs)) if done[i, 1])
@@ -200,7 +202,7 @@ def run_sweep(base_config, workdir: str, grid: Grid = (), seeds: Sequence[int] =
                  len(runs), len(report.skipped), len(todo))
     t0 = time.time()
     for k, i in enumerate(todo):
-        run, config, run_dir = runs[i], configs[i], dirs[i]
+        run, config, run_dir = runs[i], run_configs[i], dirs[i]
         logging.info("sweep run %d/%d: %s", k + 1, len(todo), run.name)
         err_path = os.path.join(run_dir, ERROR)
         try:
@@ -239,8 +241,10 @@ def _commands(c) -> Dict[str, Any]:
 
 
 def write_sweep_record(workdir: str, base_config, grid: Grid, seeds: Sequence[int],
-                       commands: Optional[Mapping[str, Any]] = None) -> None:
-    """``sweep.json``: the grid, the seeds, the base config and, per run, the commands that rerun it alone.
+                       commands: Optional[Mapping[str, Any]] = None, *,
+                       configs: Optional[Mapping[str, Any]] = None) -> None:
+    """``sweep.json``: the grid, the seeds, the base config (and the named configs of a ``config`` axis)
+    and, per run, the commands that rerun it alone.
 
     ``commands[name]`` is a string (the ``launch.train`` command) or a dict of named commands.
     """
@@ -251,6 +255,7 @@ def write_sweep_record(workdir: str, base_config, grid: Grid, seeds: Sequence[in
         "grid": [[p, list(v)] for p, v in grid],
         "seeds": list(seeds),
         "base_config": cfg_lib.to_dict(base_config),
+        **({"configs": {n: cfg_lib.to_dict(c) for n, c in configs.items()}} if configs else {}),
         "runs": [{"name": r.name, "seed": r.seed, "point": {p: v for p, v in r.point},
                   **(_commands(commands.get(r.name)) if commands else {})}
                  for r in expand(grid, seeds)],

@@ -2,6 +2,8 @@
 
 Per grid point the mean and the *sample* standard deviation (``ddof=1``; undefined, shown as ``–``,
 for one seed) over seeds of ``clean_accuracy`` and of every accuracy in ``robustness.json``.
+With evaluations, also ``plots/tradeoff.png`` (worst-case robust against clean accuracy, one
+point per grid point) and ``plots/accuracy_vs_eps.png`` (each ε-curve attack family).
 A damaged result file is skipped with a warning naming it (one damaged run does not stop a summary).
 """
 
@@ -74,6 +76,34 @@ def evaluation_complete(path: str, settings: Optional[Mapping] = None) -> bool:
     return doc.get("gradients") is not None and all(n in records for n in doc.get("suite") or [])
 
 
+def record_eps(workdir: str, runs: Sequence[Run]) -> Dict[str, float]:
+    """``{metric: ε}`` of the robustness records of the finished runs (``worst_case`` included)."""
+    out: Dict[str, float] = {}
+    for run in runs:
+        path = os.path.join(workdir, run.name, ROBUSTNESS)
+        try:
+            doc = io.read_json(path, hint=REBUILD) if os.path.exists(path) else {}
+        except io.DamagedFileError:
+            continue
+        for name, r in (doc.get("records") or {}).items():
+            if isinstance(r, Mapping) and isinstance(r.get("eps"), (int, float)):
+                out.setdefault(name, float(r["eps"]))
+        worst = doc.get("worst_case") or {}
+        if isinstance(worst.get("eps"), (int, float)):
+            out.setdefault("worst_case", float(worst["eps"]))
+    return out
+
+
+def run_flags(run_dir: str) -> Tuple[str, ...]:
+    """The honesty flags of a run's complete evaluation: ``stochastic`` (attacked with EOT) and
+    ``possible_gradient_masking`` (a sanity check failed)."""
+    rpath = os.path.join(run_dir, ROBUSTNESS)
+    if not evaluation_complete(rpath):
+        return ()
+    doc = io.read_json(rpath, hint=REBUILD)
+    return tuple(f for f in ("stochastic", "possible_gradient_masking") if doc.get(f))
+
+
 def run_metrics(run_dir: str) -> Optional[Dict[str, float]]:
     """``clean_accuracy`` and the robustness accuracies of a finished run (None if unfinished)."""
     path = os.path.join(run_dir, RESULTS)
@@ -81,7 +111,7 @@ def run_metrics(run_dir: str) -> Optional[Dict[str, float]]:
         return None
     metrics = {CLEAN_METRIC: float(io.read_json(path, hint=REBUILD)[CLEAN_METRIC])}
     rpath = os.path.join(run_dir, ROBUSTNESS)
-    if os.path.exists(rpath):
+    if evaluation_complete(rpath):  # a suite still being evaluated (e.g. by another shard) is left out
         metrics.update({k: v for k, v in robust_metrics(io.read_json(rpath, hint=REBUILD)).items() if k != CLEAN_METRIC})
     return metrics
 
@@ -177,14 +207,23 @@ def write_summary(workdir: str, grid: Grid, seeds: Sequence[int], *, plots: bool
         w.writerow(cells)
     io.write_text(os.path.join(workdir, SUMMARY_CSV), buf.getvalue())
 
+    flags: Dict[Point, set] = {}
+    for run in results:
+        try:
+            flags.setdefault(run.point, set()).update(run_flags(os.path.join(workdir, run.name)))
+        except io.DamagedFileError:
+            pass
     lines = ["# Sweep summary", "",
              f"Mean ± sample standard deviation (ddof=1) over seeds {', '.join(map(str, seeds))}; "
-             "n = seeds finished; – = undefined (one seed).", ""]
+             "n = seeds finished; – = undefined (one seed). (stoch.): a stochastic model, attacked with EOT; "
+             "⚠: a sanity check of the evaluation failed in some seed (possible gradient masking).", ""]
     cols = (paths or ["run"]) + ["n"] + metrics
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "|".join(["---"] * len(cols)) + "|")
     for row in rows:
         cells = [format_value(v) for _, v in row.point] or ["base"]
+        f = flags.get(row.point, set())
+        cells[-1] += (" (stoch.)" if "stochastic" in f else "") + (" ⚠" if "possible_gradient_masking" in f else "")
         cells.append(str(len(row.seeds)))
         cells += [_fmt(*row.stats[m][:2]) if m in row.stats else "" for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
@@ -193,6 +232,7 @@ def write_summary(workdir: str, grid: Grid, seeds: Sequence[int], *, plots: bool
     io.write_text(os.path.join(workdir, SUMMARY_MD), "\n".join(lines) + "\n")
     if plots and rows:
         plot_summary(os.path.join(workdir, PLOTS), grid, rows, metrics)
+        plot_robustness(os.path.join(workdir, PLOTS), rows, record_eps(workdir, list(results)))
     return rows
 
 
@@ -251,4 +291,66 @@ def plot_summary(directory: str, grid: Grid, rows: Sequence[Row], metrics: Seque
         path = os.path.join(directory, f"{_safe_file(m)}.png")
         io.write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"), ".png")
         files.append(path)
+    return files
+
+
+def _row_label(row: Row) -> str:
+    return ",".join(format_value(v) for _, v in row.point) or "base"
+
+
+def plot_robustness(directory: str, rows: Sequence[Row], eps_of: Mapping[str, float]) -> List[str]:
+    """``tradeoff.png`` (worst case vs clean accuracy, mean ± std per grid point) and ``accuracy_vs_eps.png``
+    (the ε-curve families, e.g. ``pgd20-linf-eps*``, one line per grid point; ε = 0 is the clean accuracy).
+
+    Returns the files written (none without evaluations).
+    """
+    from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
+
+    os.makedirs(directory, exist_ok=True)
+    files = []
+
+    def save(fig, name):
+        path = os.path.join(directory, name)
+        fig.tight_layout()
+        io.write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"), ".png")
+        files.append(path)
+
+    def err(v):
+        return 0.0 if not math.isfinite(v) else v
+
+    both = [r for r in rows if CLEAN_METRIC in r.stats and "worst_case" in r.stats]
+    if both:
+        fig = Figure(figsize=(6, 4.5))
+        ax = fig.subplots()
+        for r in both:
+            (cm, cs, _), (wm, ws, _) = r.stats[CLEAN_METRIC], r.stats["worst_case"]
+            ax.errorbar(100 * cm, 100 * wm, xerr=100 * err(cs), yerr=100 * err(ws), fmt="o", capsize=3)
+            ax.annotate(_row_label(r), (100 * cm, 100 * wm), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        eps = eps_of.get("worst_case")
+        ax.set_xlabel("clean accuracy (%)")
+        ax.set_ylabel("worst-case robust accuracy (%)" + (f", ε = {eps:g}" if eps is not None else ""))
+        ax.set_title("robustness–accuracy trade-off (mean ± std over seeds)", fontsize=9)
+        ax.grid(alpha=0.3)
+        save(fig, "tradeoff.png")
+    families: Dict[str, List[str]] = {}
+    for m in eps_of:
+        head, sep, tail = m.partition("-eps")
+        if sep and "-" not in tail:  # a curve point (no -eot1 / -large sanity suffix)
+            families.setdefault(head, []).append(m)
+    curves = {f: ms for f, ms in families.items() if len(ms) > 1}
+    if curves:
+        fig = Figure(figsize=(6 * len(curves), 4.5))
+        axes = fig.subplots(1, len(curves), squeeze=False)[0]
+        for ax, (fam, ms) in zip(axes, sorted(curves.items())):
+            for r in rows:
+                pts = sorted((eps_of[m], r.stats[m][0]) for m in ms if m in r.stats)
+                if CLEAN_METRIC in r.stats:
+                    pts = [(0.0, r.stats[CLEAN_METRIC][0])] + pts
+                if len(pts) > 1:
+                    ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=_row_label(r))
+            ax.set_xlabel("ε")
+            ax.set_ylabel(f"{fam} accuracy (%)")
+            ax.legend(fontsize=7, ncol=2)
+            ax.grid(alpha=0.3)
+        save(fig, "accuracy_vs_eps.png")
     return files

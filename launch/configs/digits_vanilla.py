@@ -4,7 +4,7 @@ Command (≈1 min on 2 CPU cores, ≈99% clean test accuracy):
   python -m launch.train --config=launch/configs/digits_vanilla.py --workdir=/tmp/jsnn/digits_vanilla
 Evaluate it:
   python -m launch.evaluate --workdir=/tmp/jsnn/digits_vanilla
-Every digits_* defense config starts from this one, so the study (``launch/study_defenses.py``)
+Every digits_* defense config starts from this one, so the study (``launch/configs/study_digits.py``)
 compares defenses on the same model, data, optimizer, schedule and evaluation suite
 (``config.evaluate``: ε ∈ {0.05, 0.1, 0.15, 0.2}, main ε 0.15). ``EPS`` = 0.15 is the study's
 matched L∞ radius in pixel units (8×8 digits in [0, 1]: a vanilla model keeps ≈70% PGD-20
