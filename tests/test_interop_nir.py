@@ -268,3 +268,27 @@ def test_export_refuses_what_nir_cannot_hold():
     m, x = MaxPooled(T=2), jnp.zeros((1, 4, 4, 1))
     with pytest.raises(ValueError, match="between SpikingNeuron SpikingNeuron_0 and Dense Dense_0: an operation"):
         trace_lib.trace(m, _random_variables(m, x, np.random.default_rng(0)), x)
+
+
+def test_snntorch_graph_as_a_run_directory(tmp_path):
+    """launch.import_nir's route: a run directory that load_run (so evaluate / certify) takes as is."""
+    import ml_collections
+
+    from jsnn import checkpoint
+    from jsnn.interop import nir_workdir
+
+    path = os.path.join(DATA, "snntorch_conv.nir")
+    config = ml_collections.ConfigDict({"data": {"name": "digits", "eval_batch_size": 512}, "model": {"T": 6}})
+    with pytest.raises(ValueError, match=r"input shape \(1, 8, 8\) fits neither \(C, H, W\) = \(3, 32, 32\)"):
+        nir_workdir.import_to_workdir(path, str(tmp_path / "c"), ml_collections.ConfigDict(
+            {"data": {"name": "cifar10"}, "model": {"T": 6}}), dt=1e-4)
+    workdir = str(tmp_path / "run")
+    results = nir_workdir.import_to_workdir(path, workdir, config, dt=1e-4)
+    assert nir_workdir.import_to_workdir(path, workdir, config, dt=1e-4) == results  # rerun: done
+    run = checkpoint.load_run(workdir)
+    assert (run.finished, run.step, run.fingerprint, run.model.normalize) == (True, 0, results["fingerprint"], False)
+    ref = np.load(os.path.join(DATA, "snntorch_conv.npz"))
+    np.testing.assert_allclose(run.model.apply(run.variables, ref["x"]), ref["spikes"].mean(0), atol=1e-6)
+    with pytest.raises(ValueError, match="already holds another run"):
+        nir_workdir.import_to_workdir(path, workdir, ml_collections.ConfigDict(
+            {"data": {"name": "digits"}, "model": {"T": 5}}), dt=1e-4)

@@ -175,6 +175,12 @@ def neuron_layer(key: str, node, *, dt: float) -> Tuple[Dict[str, Any], float]:
 # ----------------------------------------------------------------------------- export
 
 
+def _window_out(size, padding, window, strides, dilation=(1, 1)):
+    """Output H, W of a conv / pooling window: ``(n + p_lo + p_hi − ((k − 1)·d + 1)) // s + 1``."""
+    return tuple(int((n + lo + hi - ((k - 1) * dl + 1)) // s + 1)
+                 for n, (lo, hi), k, s, dl in zip(size, padding, window, strides, dilation))
+
+
 def from_layers(t: trace_lib.Traced, *, dt: float = 1.0) -> nir.NIRGraph:
     """The NIR graph of a traced layer chain (see :func:`export`)."""
     H, W, C = t.input_shape
@@ -210,8 +216,7 @@ def from_layers(t: trace_lib.Traced, *, dt: float = 1.0) -> nir.NIRGraph:
                 raise ValueError(f"NIR export: {kind} {name}: padding {d['padding']} is not symmetric")
             cls = nir.AvgPool2d if kind == "avg_pool" else nir.SumPool2d
             node = cls(kernel_size=np.array(d["window"]), stride=np.array(d["strides"]), padding=np.array((pt, pl)))
-            out = [(n + 2 * q - k) // s + 1 for n, q, k, s in zip(shape[1:], (pt, pl), d["window"], d["strides"])]
-            shape = (shape[0], *out)
+            shape = (shape[0], *_window_out(shape[1:], ((pt, pt), (pl, pl)), d["window"], d["strides"]))
         elif kind == "flatten":
             node = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1)
             flat_from = shape if len(shape) == 3 else None
@@ -298,8 +303,8 @@ def to_layers(graph: nir.NIRGraph, *, input_shape: Sequence[int], dt: Optional[f
     meta = graph.metadata if isinstance(graph.metadata, dict) else {}
     if dt is None:
         if "dt" not in meta:
-            raise ValueError("dt: the NIR graph does not record its time step; pass dt (snnTorch exports with "
-                             "dt=1e-4, jsnn with 1.0)")
+            raise ValueError("dt: the NIR graph does not record its time step; pass dt (launch.import_nir: --dt; "
+                             "snnTorch exports with 1e-4, jsnn with 1.0)")
         dt = float(np.asarray(meta["dt"]))
     if not (math.isfinite(dt) and dt > 0):
         raise ValueError(f"dt={dt!r}: must be a finite number > 0")
@@ -353,17 +358,14 @@ def to_layers(graph: nir.NIRGraph, *, input_shape: Sequence[int], dt: Optional[f
                            "strides": stride, "padding": tuple(pad), "dilation": dil, "groups": int(node.groups),
                            "bias": True, "name": key})
             params[key] = {"kernel": np.ascontiguousarray(w.transpose(2, 3, 1, 0)), "bias": np.asarray(node.bias)}
-            out = [(n + a + b - ((k - 1) * dl + 1)) // s + 1
-                   for n, (a, b), k, s, dl in zip(shape[1:], pad, w.shape[2:], stride, dil)]
-            shape = (int(w.shape[0]), *out)
+            shape = (int(w.shape[0]), *_window_out(shape[1:], pad, w.shape[2:], stride, dil))
         elif t in ("AvgPool2d", "SumPool2d"):
             win = tuple(int(s) for s in np.broadcast_to(np.ravel(node.kernel_size), (2,)))
             stride = tuple(int(s) for s in np.broadcast_to(np.ravel(node.stride), (2,)))
             pad = tuple(int(s) for s in np.broadcast_to(np.ravel(node.padding), (2,)))
             layers.append({"kind": "avg_pool" if t == "AvgPool2d" else "sum_pool", "window": win, "strides": stride,
                            "padding": tuple((q, q) for q in pad), "name": key})
-            out = [(n + 2 * q - k) // s + 1 for n, q, k, s in zip(shape[1:], pad, win, stride)]
-            shape = (shape[0], *out)
+            shape = (shape[0], *_window_out(shape[1:], tuple((q, q) for q in pad), win, stride))
         elif t == "Flatten":
             if len(shape) == 1:
                 continue  # already flat

@@ -41,8 +41,9 @@ from typing import Any, Dict, Mapping, Sequence, Tuple
 import flax.linen as nn
 import jax
 
-from jsnn.layers import Encoder, Normalize, SpikingNeuron, time_average
+from jsnn.layers import Encoder, EncoderConfig, Normalize, SpikingNeuron, time_average
 from jsnn.models.base import SpikingModel
+from jsnn.neuron import LIF, NeuronConfig
 
 KINDS = ("conv", "dense", "avg_pool", "sum_pool", "flatten", "neuron")
 NEURON_FIELDS = {"neuron": "kind", "tau": "tau", "leak": "leak", "v_threshold": "v_threshold",
@@ -159,6 +160,13 @@ class SequentialSNN(SpikingModel):
         return time_average(h, self.T)
 
 
-def sequential(layers: Sequence = (), normalize: bool = True, **fields) -> SequentialSNN:
-    """The registered ``"sequential"`` model: :class:`SequentialSNN` with ``layers`` checked and frozen."""
-    return SequentialSNN(layers=check_layers(layers), normalize=bool(normalize), **fields)
+def sequential(layers: Sequence = (), normalize: bool = True, *, num_classes: int = 10, T: int = 4,
+               neuron: NeuronConfig = LIF, encoder: EncoderConfig = EncoderConfig(), mean: Sequence[float] = (0.0,),
+               std: Sequence[float] = (1.0,), input_channels: int | None = None) -> SequentialSNN:
+    """The registered ``"sequential"`` model: :class:`SequentialSNN` with ``layers`` checked and frozen.
+
+    Its config fields (``model.kwargs.*``) are ``layers`` and ``normalize``; the others are the
+    :class:`~jsnn.models.SpikingModel` fields that :func:`jsnn.models.from_config` fills in.
+    """
+    return SequentialSNN(layers=check_layers(layers), normalize=bool(normalize), num_classes=num_classes, T=T,
+                         neuron=neuron, encoder=encoder, mean=mean, std=std, input_channels=input_channels)
