@@ -41,15 +41,12 @@ def craft(model, params, model_state, x, y, key, *, attack: str = "pgd", eps: fl
       ``x_adv`` with ``stop_gradient`` applied.
 
     Example:
-        >>> import flax.linen as nn, jax, jax.numpy as jnp
+        >>> import jax, jax.numpy as jnp
+        >>> from jsnn.defenses import base
         >>> from jsnn.defenses.adversarial import craft
-        >>> class Linear(nn.Module):  # a tiny model(x, train) -> logits
-        ...     @nn.compact
-        ...     def __call__(self, x, train=False):
-        ...         return nn.Dense(3)(x.reshape((x.shape[0], -1)))
-        >>> model, x, y = Linear(), jnp.full((2, 2, 2, 1), 0.5), jnp.array([0, 1])
-        >>> params = jax.jit(model.init)(jax.random.key(0), x)["params"]
-        >>> x_adv = craft(model, params, {}, x, y, jax.random.key(1), attack="pgd", eps=0.1, steps=3)
+        >>> model, params, batch, key, _ = base.linear_problem()
+        >>> x, y = batch["image"], batch["label"]
+        >>> x_adv = craft(model, params, {}, x, y, key, attack="pgd", eps=0.1, steps=3)
         >>> x_adv.shape, bool(jnp.all(jnp.abs(x_adv - x) <= 0.1 + 1e-6))  # inside the ε-ball
         ((2, 2, 2, 1), True)
     """
@@ -83,17 +80,10 @@ def adversarial_training(model, *, attack: str = "pgd", eps: float = 8 / 255, st
       Others: see :func:`craft`.
 
     Example:
-        >>> import flax.linen as nn, jax, jax.numpy as jnp
+        >>> import jax, jax.numpy as jnp
         >>> from jsnn.defenses import adversarial_training
-        >>> from jsnn.losses import cross_entropy_loss_fn
-        >>> class Linear(nn.Module):  # a tiny model(x, train) -> logits
-        ...     @nn.compact
-        ...     def __call__(self, x, train=False):
-        ...         return nn.Dense(3)(x.reshape((x.shape[0], -1)))
-        >>> model, x, y = Linear(), jnp.full((2, 2, 2, 1), 0.5), jnp.array([0, 1])
-        >>> params = jax.jit(model.init)(jax.random.key(0), x)["params"]
-        >>> batch, key = {"image": x, "label": y}, jax.random.key(1)
-        >>> loss_fn = cross_entropy_loss_fn(model)
+        >>> from jsnn.defenses import base
+        >>> model, params, batch, key, loss_fn = base.linear_problem()  # a linear 3-class model
         >>> clean, _ = jax.jit(loss_fn)(params, {}, batch, key)
         >>> at = jax.jit(adversarial_training(model, attack="fgsm", eps=0.1)(loss_fn))
         >>> adv, (_, aux) = at(params, {}, batch, key)

@@ -12,6 +12,7 @@ go through :func:`jsnn.models.base.train_forward` and its losses are :mod:`jsnn.
 * :func:`eval_logits_fn` — the evaluation-mode ``logits_fn(x, key)`` built from the *current*
   parameters under ``stop_gradient`` (BatchNorm running statistics), which inner attacks
   (adversarial training, TRADES, RSNN's RFGSM) craft their examples against.
+* :func:`linear_problem` — the tiny linear classification problem the defenses' examples use.
 * :func:`settings` — a defense's config sub-dict merged over its defaults, with unknown
   fields rejected; :func:`signature_defaults` — those defaults, read from the defense's factory
   signature (their one home; validation is :mod:`jsnn.config`'s).
@@ -33,9 +34,11 @@ from __future__ import annotations
 
 import inspect
 import typing
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from jsnn.models.base import logits_fn
 
@@ -148,3 +151,45 @@ def setting_type(factory, name: str) -> type:
     hint = typing.get_type_hints(factory).get(name, str)
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if args else hint
+
+
+class _Linear(nn.Module):
+    """``model(x, train) -> logits``: one dense layer on the flattened image."""
+
+    num_classes: int = 3
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return nn.Dense(self.num_classes)(x.reshape((x.shape[0], -1)))
+
+
+class LinearProblem(NamedTuple):
+    """A model, its parameters, a batch, a key and the vanilla ``loss_fn`` (see :func:`linear_problem`)."""
+
+    model: nn.Module
+    params: Any
+    batch: dict
+    key: jax.Array
+    loss_fn: Callable
+
+
+def linear_problem() -> LinearProblem:
+    """Two 2×2 grey images (labels 0, 1) and a 3-class linear model with its cross-entropy loss.
+
+    The setting of the defenses' examples: CE of a linear model is convex in the input, so an
+    attack step provably raises it.
+
+    Example:
+        >>> import jax
+        >>> from jsnn.defenses.base import linear_problem
+        >>> model, params, batch, key, loss_fn = linear_problem()
+        >>> loss, (_, aux) = jax.jit(loss_fn)(params, {}, batch, key)
+        >>> batch["image"].shape, aux["logits"].shape, round(float(loss), 3) > 0
+        ((2, 2, 2, 1), (2, 3), True)
+    """
+    from jsnn.losses import cross_entropy_loss_fn
+
+    model, x = _Linear(), jnp.full((2, 2, 2, 1), 0.5)
+    params = jax.jit(model.init)(jax.random.key(0), x)["params"]
+    batch = {"image": x, "label": jnp.array([0, 1])}
+    return LinearProblem(model, params, batch, jax.random.key(1), cross_entropy_loss_fn(model))

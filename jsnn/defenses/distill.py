@@ -40,23 +40,17 @@ def distill(model, teacher_fn: Optional[Callable] = None, *, teacher_workdir: Op
       alpha: weight α of the distillation term; temperature: τ.
 
     Example:
-        >>> import flax.linen as nn, jax, jax.numpy as jnp
+        >>> import jax, jax.numpy as jnp
         >>> from jsnn.defenses import distill
         >>> from jsnn.losses import kl_divergence
-        >>> from jsnn.losses import cross_entropy_loss_fn
-        >>> class Linear(nn.Module):  # a tiny model(x, train) -> logits
-        ...     @nn.compact
-        ...     def __call__(self, x, train=False):
-        ...         return nn.Dense(3)(x.reshape((x.shape[0], -1)))
-        >>> model, x, y = Linear(), jnp.full((2, 2, 2, 1), 0.5), jnp.array([0, 1])
-        >>> params = jax.jit(model.init)(jax.random.key(0), x)["params"]
-        >>> batch, key = {"image": x, "label": y}, jax.random.key(1)
-        >>> loss_fn = cross_entropy_loss_fn(model)
+        >>> from jsnn.defenses import base
+        >>> model, params, batch, key, loss_fn = base.linear_problem()  # a linear 3-class model
         >>> clean, _ = jax.jit(loss_fn)(params, {}, batch, key)
         >>> teacher_fn = lambda x: jnp.zeros((x.shape[0], 3))  # a uniform teacher
         >>> kd_loss_fn = jax.jit(distill(model, teacher_fn, alpha=0.25, temperature=2.0)(loss_fn))
         >>> loss, (_, aux) = kd_loss_fn(params, {}, batch, key)
         >>> m = aux["metrics"]
+        >>> x = batch["image"]
         >>> kl = kl_divergence(teacher_fn(x), model.apply({"params": params}, x), 2.0).mean()
         >>> bool(jnp.allclose(m["distill_kl"], kl)), bool(jnp.allclose(loss, 0.75 * clean + 0.25 * 2.0**2 * kl))
         (True, True)

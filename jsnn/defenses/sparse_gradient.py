@@ -86,17 +86,10 @@ def sparse_gradient(model, *, lam: float = 0.001, h: float = 0.01):
     """SR loss transform: ``L(x) + λ·mean(D²)`` (see the module docstring).
 
     Example:
-        >>> import flax.linen as nn, jax, jax.numpy as jnp
+        >>> import jax, jax.numpy as jnp
         >>> from jsnn.defenses import sparse_gradient
-        >>> from jsnn.losses import cross_entropy_loss_fn
-        >>> class Linear(nn.Module):  # a tiny model(x, train) -> logits
-        ...     @nn.compact
-        ...     def __call__(self, x, train=False):
-        ...         return nn.Dense(3)(x.reshape((x.shape[0], -1)))
-        >>> model, x, y = Linear(), jnp.full((2, 2, 2, 1), 0.5), jnp.array([0, 1])
-        >>> params = jax.jit(model.init)(jax.random.key(0), x)["params"]
-        >>> batch, key = {"image": x, "label": y}, jax.random.key(1)
-        >>> loss_fn = cross_entropy_loss_fn(model)
+        >>> from jsnn.defenses import base
+        >>> model, params, batch, key, loss_fn = base.linear_problem()  # a linear 3-class model
         >>> clean, _ = jax.jit(loss_fn)(params, {}, batch, key)
         >>> sr_loss_fn = jax.jit(sparse_gradient(model, lam=0.5)(loss_fn))
         >>> loss, (_, aux) = sr_loss_fn(params, {}, batch, key)

@@ -58,17 +58,10 @@ def trades(model, *, beta: float = 6.0, eps: float = 0.031, step_size: float = 0
     """TRADES loss transform: ``L(x) + β·mean KL(p(x) ‖ p(x_adv))`` (module docstring).
 
     Example:
-        >>> import flax.linen as nn, jax, jax.numpy as jnp
+        >>> import jax, jax.numpy as jnp
         >>> from jsnn.defenses import trades
-        >>> from jsnn.losses import cross_entropy_loss_fn
-        >>> class Linear(nn.Module):  # a tiny model(x, train) -> logits
-        ...     @nn.compact
-        ...     def __call__(self, x, train=False):
-        ...         return nn.Dense(3)(x.reshape((x.shape[0], -1)))
-        >>> model, x, y = Linear(), jnp.full((2, 2, 2, 1), 0.5), jnp.array([0, 1])
-        >>> params = jax.jit(model.init)(jax.random.key(0), x)["params"]
-        >>> batch, key = {"image": x, "label": y}, jax.random.key(1)
-        >>> loss_fn = cross_entropy_loss_fn(model)
+        >>> from jsnn.defenses import base
+        >>> model, params, batch, key, loss_fn = base.linear_problem()  # a linear 3-class model
         >>> clean, _ = jax.jit(loss_fn)(params, {}, batch, key)
         >>> trades_loss_fn = jax.jit(trades(model, beta=2.0, eps=0.1, steps=2)(loss_fn))
         >>> loss, (_, aux) = trades_loss_fn(params, {}, batch, key)
