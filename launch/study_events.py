@@ -1,7 +1,8 @@
 """The event-digits study: vanilla / SR / AT / SR+AT × seeds, each evaluated under both event threat models.
 
   python -m launch.study_events --workdir=/tmp/jsnn/study_events [--seeds=0,1,2] [--num_epochs=3] \\
-      [--num_examples=100] [--configs=vanilla,sr,at,sr_at] [--budgets=1,5,20] [--summarize_only]
+      [--num_examples=100] [--configs=vanilla,sr,at,sr_at] [--eps=0.05,0.1,0.25] [--budgets=1,5,20] \\
+      [--at_eps=0.1] [--summarize_only]
 
 For each ``launch/configs/events_<name>.py`` and seed, :func:`jsnn.sweep.run_sweep` trains
 ``WORKDIR/<name>/seed=<s>/`` on the embedded event digits and runs :mod:`jsnn.evaluate` on it
@@ -43,12 +44,13 @@ def define_flags() -> None:
     flags.DEFINE_string("attacks", SUITE, "Evaluation suite (jsnn.evaluate attack names).")
     flags.DEFINE_string("eps", None, "Frame-space ε list (None: the config's evaluate.eps).")
     flags.DEFINE_string("budgets", "1,5,20", "Event budgets k of event-l0 / event-random.")
+    flags.DEFINE_float("at_eps", None, "Training ε of the AT and SR+AT configs, step 2.5·ε/steps (None: the config's).")
     flags.DEFINE_bool("summarize_only", False, "Only write the table and plots from finished runs.")
     flags.mark_flags_as_required(["workdir"])
 
 
-def study_config(name: str, num_epochs=None):
-    """``launch/configs/events_<name>.py``'s config, with the study's training length."""
+def study_config(name: str, num_epochs=None, at_eps=None):
+    """``launch/configs/events_<name>.py``'s config, with the study's training length (and AT radius)."""
     try:
         mod = importlib.import_module(f"launch.configs.events_{name}")
     except ModuleNotFoundError:
@@ -57,6 +59,9 @@ def study_config(name: str, num_epochs=None):
     if num_epochs is not None:
         config.train.num_epochs = float(num_epochs)
         config.train.num_steps = None
+    if at_eps is not None and "at" in config.defense.name.split("+"):
+        config.defense.at.eps = float(at_eps)
+        config.defense.at.step_size = 2.5 * float(at_eps) / config.defense.at.steps
     return config
 
 
@@ -68,11 +73,11 @@ def eval_overrides(*, num_examples: int, attacks: str = SUITE, budgets: str = "1
     return out
 
 
-def run_study(workdir: str, names, seeds, *, num_epochs=None, overrides=None):
+def run_study(workdir: str, names, seeds, *, num_epochs=None, at_eps=None, overrides=None):
     """Trains and evaluates every (config, seed) not finished yet; returns the failed run names."""
     from jsnn import sweep
 
-    configs = {n: study_config(n, num_epochs) for n in names}  # every config loads before any run
+    configs = {n: study_config(n, num_epochs, at_eps) for n in names}  # every config loads before any run
     failed = []
     for seed in seeds:  # seed-major: an interrupted study has every config for its first seeds
         for i, name in enumerate(names):
@@ -96,7 +101,8 @@ def main(argv):
         if not FLAGS.summarize_only:
             overrides = eval_overrides(num_examples=FLAGS.num_examples, attacks=FLAGS.attacks, budgets=FLAGS.budgets,
                                        eps=FLAGS.eps)
-            failed = run_study(FLAGS.workdir, names, seeds, num_epochs=FLAGS.num_epochs, overrides=overrides)
+            failed = run_study(FLAGS.workdir, names, seeds, num_epochs=FLAGS.num_epochs, at_eps=FLAGS.at_eps,
+                               overrides=overrides)
         study_defenses.summarize(FLAGS.workdir, names, seeds)
         print(open(os.path.join(FLAGS.workdir, "study.md")).read())
         if failed:

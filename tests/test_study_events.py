@@ -17,5 +17,9 @@ def test_configs_and_protocol():
         recs = suite.plan(ev, stochastic=False, spiking=True, events=info)
         assert {r["input"] for r in recs} == {"frames", "events"} and not any(r.get("skip") for r in recs)
         assert [r["name"] for r in recs if r["kind"] == "event-l0"] == ["event-l0-k1", "event-l0-k5", "event-l0-k20"]
+    for name in ("at", "sr_at"):
+        at = study_events.study_config(name, at_eps=0.1).defense.at
+        assert at.eps == 0.1 and at.step_size == pytest.approx(2.5 * 0.1 / at.steps)
+    assert study_events.study_config("vanilla", at_eps=0.1).defense.name == "none"
     with pytest.raises(ValueError, match="no launch/configs/events_nope.py"):
         study_events.study_config("nope")
