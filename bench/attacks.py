@@ -3,6 +3,7 @@
   python bench/attacks.py [--peer_python=/work/peer/bin/python] [--workdir=/tmp/jsnn_bench_attacks]
                           [--batch=128] [--repeats=5] [--eps=0.1] [--aa_images=360]
                           [--components=apgd-ce,apgd-t,fab-t,square] [--component_images=128]
+                          [--ensembles=sr,strong] [--ensemble_images=128]
 
 The model is launch/configs/default.py's DigitsConv (conv32-BN-LIF, conv64-BN-LIF, avgpool2,
 fc128-BN-LIF, fc10; T=4, direct coding, LIF τ=2 decay_input, hard reset 0, sigmoid(4) surrogate,
@@ -28,7 +29,14 @@ call, i.e. compilation + one run, is reported apart):
   stochastic forward), on ``--stochastic_images`` images, and the AutoAttack-rand time of the
   full split on such a model extrapolated from it (printed as an extrapolation).
 
+* the estimator ensembles of ``--ensembles`` (``jsnn.attacks.ensemble`` with PGD-10, presets of
+  ``jsnn.attacks.gradients``: ``sr`` = 4 members, ``strong`` = the 19 TMLR variants + SR + RGA + HART
+  + registered ones) on ``--ensemble_images`` images: images·estimators/s = images × members /
+  median seconds, beside PGD-10's images/s above (one member): the ratio is what stacking the
+  members into one vmapped program buys over running them one after another (1.0 = no gain).
+
 Robust accuracies of both PGD-10 runs on the whole test split are printed as a cross-check.
+``--aa_images=0`` skips AutoAttack-rand.
 The machine may be shared: timings are noisy, repeat the run before quoting them.
 """
 
@@ -173,6 +181,8 @@ def main():
     p.add_argument("--component_images", type=int, default=128, help="test images for the component timings")
     p.add_argument("--component_steps", type=int, default=100, help="APGD / FAB iterations (fra31: 100)")
     p.add_argument("--square_queries", type=int, default=5000, help="Square's queries (fra31: 5000)")
+    p.add_argument("--ensembles", default="sr,strong", help="estimator presets timed as PGD-10 ensembles (empty: none)")
+    p.add_argument("--ensemble_images", type=int, default=128, help="test images of the ensemble timings")
     args = p.parse_args()
     print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))
 
@@ -250,6 +260,32 @@ def main():
         acc_c = float(jnp.mean(jnp.argmax(jax.jit(fn)(made[c](xc, yc), key), -1) == yc))
         components[c] = {"first_s": first_c, "s": med_c, "acc": acc_c}
 
+    # ---- estimator ensembles: members stacked into one vmapped PGD-10 program
+    from jsnn.attacks import ensemble, gradients
+    from jsnn.evaluate.suite import ENSEMBLE_UNROLLED
+
+    ne = min(args.ensemble_images, x_all.shape[0])
+    xe, ye = x_all[:ne], y_all[:ne]
+    make = models.estimator_factory(model, variables)
+    ensembles = {}
+    for preset in [e for e in args.ensembles.split(",") if e]:
+        members = gradients.expand(preset)
+        ens = ensemble(pgd, members, make)
+        unroll = None if len(members) <= ENSEMBLE_UNROLLED else 1  # as jsnn.evaluate runs them
+        run = lambda: ens(fn, xe, ye, key, eps=eps, steps=10, step_size=eps / 4, unroll=unroll, full_output=True)
+        first_e, med_e, _ = common.timed(lambda: run()[0], max(1, args.repeats // 2))
+        info = run()[1]
+        ensembles[preset] = {"members": len(members), "first_s": first_e, "s": med_e, "acc": float(info["accuracy"]),
+                             "strongest": min(zip(info["per_estimator"].tolist(), info["names"]))}
+    if ensembles:
+        print(f"\nPGD-10 estimator ensembles (jsnn.attacks.ensemble), {ne} test images, ε={eps}, median of "
+              f"{max(1, args.repeats // 2)}: images·estimators/s vs PGD-10's images/s (one member) above")
+        print(common.table(["preset", "members", "s", "first s", "images·estimators/s", "vs PGD-10", "worst-case acc",
+                            "strongest member"],
+                           [[k, v["members"], f"{v['s']:.2f}", f"{v['first_s']:.1f}", f"{ne * v['members'] / v['s']:.1f}",
+                             f"{ne * v['members'] / v['s'] / (B / med):.2f}x", f"{v['acc']:.3f}",
+                             f"{v['strongest'][1]} {v['strongest'][0]:.3f}"] for k, v in ensembles.items()]))
+
     # ---- peer
     peer = None
     if args.peer_python:
@@ -296,6 +332,8 @@ def main():
 
     # ---- AutoAttack-rand, EOT 20, on the test split
     n = min(args.aa_images, x_all.shape[0])
+    if n <= 0:
+        return
     t0 = time.perf_counter()
     _, info = autoattack(version="rand", batch_size=B)(fn, x_all[:n], y_all[:n], key, eps=eps, full_output=True)
     total = time.perf_counter() - t0

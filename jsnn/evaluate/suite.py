@@ -49,6 +49,7 @@ from jsnn.evaluate import events as event_kinds
 
 _PGD = re.compile(r"^pgd(\d+)$")
 SEARCH_EXAMPLES = 32  # images of each batch a searching ensemble member (HART's γ) tries its widths on
+ENSEMBLE_UNROLLED = 4  # ensembles of at most this many members unroll PGD's step loop (the SR preset, as before)
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -181,10 +182,15 @@ def _sum_autoattack(extra, rec):
 
 def _run_ensemble(rec, t, x, y, key):
     s = rec["settings"]
-    ens = attacks.ensemble(attacks.pgd, gradients_lib.expand(s["estimators"]), t.make, draws=s["draws"],
-                           chunk=_chunk(s), search_examples=SEARCH_EXAMPLES)
+    members = gradients_lib.expand(s["estimators"])
+    ens = attacks.ensemble(attacks.pgd, members, t.make, draws=s["draws"], chunk=_chunk(s),
+                           search_examples=SEARCH_EXAMPLES)
+    # Beyond the SR four, PGD's step loop stays rolled: each member group is its own PGD trace in the one
+    # program, and unrolled (jsnn.attacks.common.default_unroll) the strong preset's program took minutes and
+    # ~16 GB to compile on CPU for the digits model.
+    unroll = None if len(members) <= ENSEMBLE_UNROLLED else 1
     _, info = ens(t.fn, x, y, key, eps=rec["eps"], norm=s["norm"], steps=s["steps"], eot=s["eot"],
-                  eot_chunk=_chunk(s), full_output=True)
+                  eot_chunk=_chunk(s), unroll=unroll, full_output=True)
     extra = {"per_estimator": np.asarray(info["correct"]).sum(1)}  # [E, B]
     for name, srch in info["search"].items():  # per batch: the width kept (batch on the last axis: [1])
         extra[f"search:{name}"] = np.asarray(srch["width"]).reshape(1)
