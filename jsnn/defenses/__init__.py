@@ -41,15 +41,7 @@ from typing import Callable, NamedTuple, Optional
 
 import optax
 
-from jsnn.defenses import adversarial as _adversarial
 from jsnn.defenses import base
-from jsnn.defenses import distill as _distill
-from jsnn.defenses import feature_variance as _feature_variance
-from jsnn.defenses import noise as _noise
-from jsnn.defenses import orthogonal as _orthogonal
-from jsnn.defenses import sparse_gradient as _sparse_gradient
-from jsnn.defenses import stability as _stability
-from jsnn.defenses import trades as _trades
 
 # Public factories (they shadow the module names; import helpers from the modules directly,
 # e.g. ``from jsnn.defenses.sparse_gradient import finite_difference``).
@@ -108,20 +100,39 @@ class DefenseSetup(NamedTuple):
     param_transform: Optional[optax.GradientTransformation] = None
 
 
-# name → (module with from_config(sub, model) and DEFAULTS, its factory, kind); kind "loss" gives a loss
-# transform, "param" an optax transform chained after the optimizer.
+class _Entry(NamedTuple):
+    factory: Callable  # its keyword settings (with defaults) are the fields of config.defense.<name>
+    kind: str  # "loss": a loss transform; "param": an optax transform chained after the optimizer
+    takes_model: bool = True  # factory(model, **settings) or factory(**settings)
+    skip: tuple = ()  # parameters that are not config fields (given in code)
+
+
 _REGISTRY = {
-    "at": (_adversarial, adversarial_training, "loss"),
-    "trades": (_trades, trades, "loss"),
-    "noise": (_noise, gaussian_noise, "loss"),
-    "sr": (_sparse_gradient, sparse_gradient, "loss"),
-    "rsnn": (_stability, membrane_stability, "loss"),
-    "rat": (_orthogonal, orthogonal, "param"),
-    "mfdv": (_feature_variance, feature_variance, "loss"),
-    "distill": (_distill, distill, "loss"),
+    "at": _Entry(adversarial_training, "loss"),
+    "trades": _Entry(trades, "loss"),
+    "noise": _Entry(gaussian_noise, "loss", takes_model=False),
+    "sr": _Entry(sparse_gradient, "loss"),
+    "rsnn": _Entry(membrane_stability, "loss"),
+    "rat": _Entry(orthogonal, "param", takes_model=False),
+    "mfdv": _Entry(feature_variance, "loss"),
+    "distill": _Entry(distill, "loss", skip=("teacher_fn",)),
 }
 DEFENSES = tuple(_REGISTRY)
-DEFAULTS = {name: dict(mod.DEFAULTS) for name, (mod, _, _) in _REGISTRY.items()}  # from the factories' signatures
+# The settings of each defense and their defaults: read from the factory's signature (their one home).
+DEFAULTS = {name: base.signature_defaults(e.factory, skip=e.skip) for name, e in _REGISTRY.items()}
+
+
+def build(name: str, sub, model):
+    """Defense ``name`` with ``config.defense.<name>`` (``sub``) over :data:`DEFAULTS`, for ``model``.
+
+    Example:
+        >>> from jsnn import defenses
+        >>> defenses.build("noise", {"sigma": 0.1}, model=None)  # doctest: +ELLIPSIS
+        <function gaussian_noise.<locals>.transform at ...>
+    """
+    e = _REGISTRY[name]
+    settings = base.settings(name, sub, DEFAULTS[name])
+    return e.factory(model, **settings) if e.takes_model else e.factory(**settings)
 
 
 def default_config(name: str):
@@ -143,7 +154,7 @@ def default_config(name: str):
 
     if name not in _REGISTRY:
         raise ValueError(f"defense name: unknown defense {name!r}; allowed: {', '.join(DEFENSES)}")
-    factory = _REGISTRY[name][1]
+    factory = _REGISTRY[name].factory
     return ConfigDict({k: config_dict.placeholder(base.setting_type(factory, k)) if v is None else v
                        for k, v in DEFAULTS[name].items()})
 
@@ -202,9 +213,8 @@ def from_config(config, model) -> DefenseSetup:
     names = parse_names(defense.get("name", "none"))
     losses, params = [], []
     for n in names:
-        mod, _, kind = _REGISTRY[n]
-        built = mod.from_config(defense.get(n, None), model)
-        (losses if kind == "loss" else params).append(built)
+        built = build(n, defense.get(n, None), model)
+        (losses if _REGISTRY[n].kind == "loss" else params).append(built)
     loss_transform = chain(*losses) if losses else identity()
     param_transform = None
     if params:
@@ -214,6 +224,6 @@ def from_config(config, model) -> DefenseSetup:
 
 __all__ = [
     "ANNNet", "DEFAULTS", "DEFENSES", "DefenseSetup", "FeatureVarianceNet", "LossTransform", "StochasticFeatures",
-    "adversarial_training", "base", "chain", "default_config", "distill", "feature_variance", "from_config", "gaussian_noise",
+    "adversarial_training", "base", "build", "chain", "default_config", "distill", "feature_variance", "from_config", "gaussian_noise",
     "identity", "membrane_stability", "orthogonal", "parse_names", "sparse_gradient", "trades",
 ]

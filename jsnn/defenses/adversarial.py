@@ -127,10 +127,3 @@ def adversarial_training(model, *, attack: str = "pgd", eps: float = 8 / 255, st
         return adv_loss_fn
 
     return transform
-
-
-DEFAULTS = base.signature_defaults(adversarial_training)  # config.defense settings and defaults
-
-
-def from_config(sub, model):
-    return adversarial_training(model, **base.settings("at", sub, DEFAULTS))

@@ -103,10 +103,3 @@ def load_teacher(workdir: str, num_classes: int) -> Callable:
         return fn(x, key)
 
     return teacher_fn
-
-
-DEFAULTS = base.signature_defaults(distill, skip=("teacher_fn",))  # config.defense settings and defaults
-
-
-def from_config(sub, model):
-    return distill(model, **base.settings("distill", sub, DEFAULTS))

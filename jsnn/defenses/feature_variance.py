@@ -131,10 +131,3 @@ def feature_variance(model, *, lam: float = 0.1, ramp_steps: int = 200, reg: str
         return mfdv_loss_fn
 
     return transform
-
-
-DEFAULTS = base.signature_defaults(feature_variance)  # config.defense settings and defaults
-
-
-def from_config(sub, model):
-    return feature_variance(model, **base.settings("mfdv", sub, DEFAULTS))

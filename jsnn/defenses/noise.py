@@ -58,11 +58,3 @@ def gaussian_noise(*, sigma: float = 8 / 255, clip: bool = True):
         return noisy_loss_fn
 
     return transform
-
-
-DEFAULTS = base.signature_defaults(gaussian_noise)  # config.defense settings and defaults
-
-
-def from_config(sub, model):
-    del model
-    return gaussian_noise(**base.settings("noise", sub, DEFAULTS))

@@ -193,11 +193,3 @@ def orthogonal(beta: float = 0.001, *, row_fraction: float = 1.0, row_threshold:
         return new_updates, OrthogonalState(key=jax.random.key_data(key))
 
     return optax.GradientTransformation(init_fn, update_fn)
-
-
-DEFAULTS = base.signature_defaults(orthogonal)  # config.defense settings and defaults
-
-
-def from_config(sub, model):
-    del model
-    return orthogonal(**base.settings("rat", sub, DEFAULTS))

@@ -113,10 +113,3 @@ def sparse_gradient(model, *, lam: float = 0.001, h: float = 0.01):
         return sr_loss_fn
 
     return transform
-
-
-DEFAULTS = base.signature_defaults(sparse_gradient)  # config.defense settings and defaults
-
-
-def from_config(sub, model):
-    return sparse_gradient(model, **base.settings("sr", sub, DEFAULTS))

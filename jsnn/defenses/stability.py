@@ -178,10 +178,3 @@ def membrane_stability(model, *, rho: float = 1.0, leak: float = 0.99, perturbat
         return mppd_loss_fn
 
     return transform
-
-
-DEFAULTS = base.signature_defaults(membrane_stability)  # config.defense settings and defaults
-
-
-def from_config(sub, model):
-    return membrane_stability(model, **base.settings("rsnn", sub, DEFAULTS))

@@ -95,10 +95,3 @@ def trades(model, *, beta: float = 6.0, eps: float = 0.031, step_size: float = 0
         return trades_loss_fn
 
     return transform
-
-
-DEFAULTS = base.signature_defaults(trades)  # config.defense settings and defaults
-
-
-def from_config(sub, model):
-    return trades(model, **base.settings("trades", sub, DEFAULTS))
