@@ -44,6 +44,7 @@ flags.DEFINE_integer("seed", 0, "Seed of the sampling keys.")
 flags.DEFINE_integer("images_per_call", 0, "Images per jitted call and per save (0 = auto).", lower_bound=0)
 flags.DEFINE_string("output", "certify.json", "Result file name inside --workdir (the PNG takes the same stem).")
 flags.DEFINE_integer("step", None, "Checkpoint step to certify (default: the newest, which must end training).")
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
@@ -52,8 +53,6 @@ def main(argv):
     with common.clean_errors():
         from jsnn import certify
 
-        if not FLAGS.workdir:
-            raise ValueError("--workdir is required")
         if not 0.0 < FLAGS.alpha < 1.0:
             raise ValueError(f"--alpha must lie in (0, 1), got {FLAGS.alpha}")
         result = certify.certify_workdir(FLAGS.workdir, sigma=FLAGS.sigma, noise=FLAGS.noise, n0=FLAGS.n0,

@@ -31,6 +31,7 @@ flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (required while 
                      "default: the last one).", lower_bound=0)
 config_flags.DEFINE_config_dict("evaluate", default_eval_config(), "Evaluation suite (config.evaluate.*).",
                                 lock_config=True)
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
@@ -39,8 +40,6 @@ def main(argv):
     from jsnn import evaluate
 
     with common.clean_errors():
-        if not FLAGS.workdir:
-            raise ValueError("--workdir is required")
         overrides = config_flags.get_override_values(FLAGS["evaluate"])
         doc = evaluate.evaluate_workdir(FLAGS.workdir, overrides=overrides, num_examples=FLAGS.num_examples,
                                        step=FLAGS.step)
