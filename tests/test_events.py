@@ -81,7 +81,9 @@ def test_every_binning_matches_a_brute_force_loop(options):
 
 
 def test_channel_0_is_off_channel_1_is_on_for_any_polarity_dtype():
-    for dtype in (events.EVENT_DTYPE, np.dtype([("x", np.int16), ("y", np.int16), ("p", bool), ("t", np.int64)])):
+    for dtype in (events.EVENT_DTYPE,  # N-MNIST, then DVS128 Gesture's and CIFAR10-DVS's tonic dtypes
+                  np.dtype([("x", np.int16), ("y", np.int16), ("p", bool), ("t", np.int64)]),
+                  np.dtype([("t", np.uint64), ("x", np.uint16), ("y", np.uint16), ("p", bool)])):
         ev = np.zeros(2, dtype)
         ev["t"] = [0, 10]
         ev["p"] = [True, False]
