@@ -44,7 +44,8 @@ def define_flags() -> None:
     flags.DEFINE_string("attacks", SUITE, "Evaluation suite (jsnn.evaluate attack names).")
     flags.DEFINE_string("eps", None, "Frame-space ε list (None: the config's evaluate.eps).")
     flags.DEFINE_string("budgets", "1,5,20", "Event budgets k of event-l0 / event-random.")
-    flags.DEFINE_float("at_eps", None, "Training ε of the AT and SR+AT configs, step 2.5·ε/steps (None: the config's).")
+    flags.DEFINE_float("at_eps", None, "Training ε of the AT and SR+AT configs, step 2.5·ε/steps "
+                       "(None: the config's).")
     flags.DEFINE_bool("summarize_only", False, "Only write the table and plots from finished runs.")
     flags.mark_flags_as_required(["workdir"])
 
@@ -88,6 +89,41 @@ def run_study(workdir: str, names, seeds, *, num_epochs=None, at_eps=None, overr
     return failed
 
 
+def _column_key(c: str, eps: dict):
+    """clean (full split first), frame-space PGD by ε, event-l0 by k, event-random by k, the large-ε sanity PGD."""
+    rank = 4 if c.endswith("-large") else next(
+        (i for i, p in enumerate(("clean", "pgd", "event-l0-", "event-random-")) if c.startswith(p)), 5)
+    return rank, "full" not in c, eps.get(c, 0.0), c
+
+
+def _header(c: str, eps: dict) -> str:
+    if c.startswith("pgd") and c in eps:
+        return f"PGD ε={eps[c]:g}" + (" (sanity)" if c.endswith("-large") else "")
+    return c.replace("event-l0-k", "event-l0 k=").replace("event-random-k", "random k=")
+
+
+def events_table(workdir: str) -> str:
+    """``WORKDIR/events_table.md``: study.json's mean ± std per config, columns ordered by ε and by budget k."""
+    from jsnn import io
+
+    summary = io.read_json(os.path.join(workdir, "study.json"))["summary"]
+    eps = {c: e for v in summary.values() for c, e in v["eps"].items()}
+    cols = sorted({c for v in summary.values() for c in v["stats"] if not c.startswith("worst")},
+                  key=lambda c: _column_key(c, eps))
+    head = [_header(c, eps) for c in cols]
+    lines = ["| config | seeds | " + " | ".join(head) + " | sanity |", "|---|---|" + "---|" * (len(cols) + 1)]
+    for name, v in summary.items():
+        cells = []
+        for c in cols:
+            m, sd, _ = v["stats"].get(c, (float("nan"),) * 3)
+            cells.append("–" if m != m else f"{100 * m:.1f} ± {100 * sd:.1f}" if sd == sd else f"{100 * m:.1f}")
+        flag = f"⚠ seeds {v['possible_gradient_masking']}" if v["possible_gradient_masking"] else "ok"
+        lines.append(f"| {name} | {len(v['seeds'])} | " + " | ".join(cells) + f" | {flag} |")
+    text = "\n".join(lines) + "\n"
+    io.write_text(os.path.join(workdir, "events_table.md"), text)
+    return text
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -104,7 +140,7 @@ def main(argv):
             failed = run_study(FLAGS.workdir, names, seeds, num_epochs=FLAGS.num_epochs, at_eps=FLAGS.at_eps,
                                overrides=overrides)
         study_defenses.summarize(FLAGS.workdir, names, seeds)
-        print(open(os.path.join(FLAGS.workdir, "study.md")).read())
+        print(events_table(FLAGS.workdir))
         if failed:
             print(f"failed runs (see their error.txt): {', '.join(failed)}", file=sys.stderr)
             sys.exit(1)

@@ -23,3 +23,18 @@ def test_configs_and_protocol():
     assert study_events.study_config("vanilla", at_eps=0.1).defense.name == "none"
     with pytest.raises(ValueError, match="no launch/configs/events_nope.py"):
         study_events.study_config("nope")
+
+
+def test_events_table_orders_columns(tmp_path):
+    from jsnn import io
+
+    stats = {"clean": [0.9, 0.01, 2], "event-l0-k20": [0.4, 0.1, 2], "event-l0-k5": [0.7, 0.0, 2],
+             "pgd10-linf-eps0.25": [0.0, 0.0, 2], "pgd10-linf-eps0.1": [0.3, 0.05, 2], "event-random-k5": [0.8, 0.0, 2]}
+    eps = {"pgd10-linf-eps0.25": 0.25, "pgd10-linf-eps0.1": 0.1, "event-l0-k20": 20.0, "event-l0-k5": 5.0,
+           "event-random-k5": 5.0}
+    io.write_json(str(tmp_path / "study.json"), {"summary": {"vanilla": {
+        "seeds": [0, 1], "eps": eps, "possible_gradient_masking": [], "stats": stats}}})
+    head, _, row = study_events.events_table(str(tmp_path)).splitlines()
+    assert head == ("| config | seeds | clean | PGD ε=0.1 | PGD ε=0.25 | event-l0 k=5 | event-l0 k=20 | random k=5 "
+                    "| sanity |")
+    assert row == "| vanilla | 2 | 90.0 ± 1.0 | 30.0 ± 5.0 | 0.0 ± 0.0 | 70.0 ± 0.0 | 40.0 ± 10.0 | 80.0 ± 0.0 | ok |"
