@@ -74,7 +74,7 @@ def test_train_events_equal_metrics_jsonl_and_a_resume_duplicates_no_step(resume
 
 def test_evaluate_and_certify_events_mirror_their_json(resumed_run):
     workdir, config, _ = resumed_run
-    overrides = {"attacks": "clean,fgsm", "eps": "0.1", "main_eps": "0.1", "large_eps": "0.5",
+    overrides = {"attacks": "clean,fgsm", "eps": "0.1", "main_eps": "0.1", "large_eps": "",
                  "num_examples": 8, "batch_size": 8}
     doc = evaluate.evaluate_workdir(workdir, overrides=overrides)
     evaluate.evaluate_workdir(workdir, overrides=overrides)  # a rerun replaces the snapshot, no duplicates
