@@ -141,8 +141,8 @@ def test_apgd_halves_the_step_at_every_checkpoint_when_the_loss_never_rises():
     y = jnp.zeros(3, jnp.int32)
     orc = eot.oracle(flat, "ce", y)
     for steps in (100, 21):  # N=100: 8 checkpoints; N=21: 4, 7, 9, 10, ..., 21 (15)
-        run = jax.jit(lambda x, key: apgd_mod._run(orc, x, key, 0.1, norm="linf", steps=steps,
-                                                   random_start=False, rho=0.75, return_state=True))
+        run = jax.jit(lambda x, key: apgd_mod._run(orc, x, *apgd_mod._start(key, x, 0.1, "linf", False), 0.1,
+                                                   norm="linf", steps=steps, rho=0.75, return_state=True))
         state = run(x, KEY)
         n = len(attacks.apgd_checkpoints(steps))
         assert n == {100: 8, 21: 15}[steps]
@@ -203,8 +203,8 @@ def test_apgd_matches_a_transcription_of_the_reference_code(x64, rho):
     ref_x, ref_loss, ref_step = _reference_apgd_linf(
         lambda v: tuple(np.array(a) for a in vg(jnp.asarray(v), y)), np.array(x), 0.3, 100, rho)
     orc = eot.oracle(f, "ce", y)
-    state = jax.jit(lambda x, key: apgd_mod._run(orc, x, key, 0.3, norm="linf", steps=100, random_start=False,
-                                                 rho=rho, return_state=True))(x, KEY)
+    state = jax.jit(lambda x, key: apgd_mod._run(orc, x, *apgd_mod._start(key, x, 0.3, "linf", False), 0.3, norm="linf",
+                                                 steps=100, rho=rho, return_state=True))(x, KEY)
     np.testing.assert_allclose(state["step"], ref_step, rtol=1e-12)
     np.testing.assert_allclose(state["loss_best"], ref_loss, rtol=1e-10)
     np.testing.assert_allclose(state["x_best"], ref_x, atol=1e-10)
@@ -293,6 +293,49 @@ def test_apgd_targeted_uses_the_runner_up_classes_and_fools_a_weak_linear_model(
     assert bool(jnp.all(jnp.argmax(f(out, None), -1) != y))
     with pytest.raises(ValueError, match="num_targets"):
         attacks.apgd_targeted(f, x, y, KEY, eps=0.3, steps=2, num_targets=5)
+
+
+
+def test_apgd_targeted_compacts_between_targets_with_the_jitted_verdicts():
+    """Host path (targets in sequence on the unbroken examples) = the vmapped all-targets path inside a
+    jit: the same examples fooled, the same point for the others; fooled examples get a fooling point."""
+    W = jax.random.normal(jax.random.PRNGKey(5), (16, 6))
+    f = linear(W, jnp.zeros(6))
+    x = jax.random.uniform(jax.random.PRNGKey(6), (12, 4, 4, 1), jnp.float32, 0.3, 0.7)
+    y = jnp.argmax(f(x, None), -1)
+    kw = dict(eps=0.12, steps=10, num_targets=4, full_output=True)  # 5 of 12 can be fooled
+    host = attacks.apgd_targeted(f, x, y, KEY, **kw)
+    jit = jax.jit(lambda xx: attacks.apgd_targeted(f, xx, y, KEY, **kw))(x)
+    fooled = np.asarray(host.fooled)
+    assert 0 < fooled.sum() < len(fooled)  # some of each
+    np.testing.assert_array_equal(fooled, np.asarray(jit.fooled))
+    np.testing.assert_array_equal(np.asarray(host.x)[~fooled], np.asarray(jit.x)[~fooled])
+    assert np.all(np.asarray(jnp.argmax(f(host.x, None), -1) != y)[fooled])
+    # an inactive example is not attacked; the active ones get the same result as in the full call
+    active = np.arange(12) % 3 != 0
+    part = attacks.apgd_targeted(f, x, y, KEY, active=active, **kw)
+    np.testing.assert_array_equal(np.asarray(part.x)[~active], np.asarray(x)[~active])
+    np.testing.assert_array_equal(np.asarray(part.fooled), fooled & active)
+    np.testing.assert_array_equal(np.asarray(part.x)[active], np.asarray(host.x)[active])
+
+
+def test_compacted_apgd_compiles_once_per_bucket():
+    """Active sets of 3, 5 and 8 of 32 examples share the 8-row program; 20 and 32 add 32 (the batch)."""
+    W = jax.random.normal(jax.random.PRNGKey(5), (4, 3))
+    f = linear(W, jnp.zeros(3))
+    x = images(jax.random.PRNGKey(6), B=32)
+    y = jnp.argmax(f(x, None), -1)
+    full = attacks.apgd(f, x, y, KEY, eps=0.05, steps=3, full_output=True)
+    before = apgd_mod._apgd._cache_size()
+    for n in (3, 5, 8, 20, 32):
+        active = np.arange(32) < n
+        best = attacks.apgd(f, x, y, KEY, eps=0.05, steps=3, active=active, full_output=True)
+        # random starts are drawn for the whole batch: an example's result does not depend on the others
+        np.testing.assert_array_equal(np.asarray(best.x)[:n], np.asarray(full.x)[:n])
+        np.testing.assert_array_equal(np.asarray(best.x)[n:], np.asarray(x)[n:])
+    assert apgd_mod._apgd._cache_size() - before == 2  # buckets 8 and 32
+    with pytest.raises(ValueError, match="active"):
+        attacks.apgd(f, x, y, KEY, eps=0.05, steps=3, active=np.ones(5, bool))
 
 
 # ----------------------------------------------------------------------------- EOT and judgement

@@ -288,6 +288,31 @@ def test_autoattack_is_a_plain_attack_under_jit():
     x_adv, info = jax.jit(lambda xx, yy, k: aa(fn, xx, yy, k, eps=0.05, full_output=True))(x, y, KEY)
     np.testing.assert_array_equal(np.asarray(info["robust"]), [False, True, False, True])
     np.testing.assert_array_equal(np.asarray(x_adv), aa(fn, x, y, KEY, eps=0.05))
+    # the host cascade (stages and targets compacted) reaches the one-jit cascade's verdicts, stage by stage
+    _, host = aa(fn, x, y, KEY, eps=0.05, full_output=True)
+    for name, robust in info["stages"].items():
+        np.testing.assert_array_equal(np.asarray(robust), host["stages"][name], err_msg=name)
+
+
+def test_square_and_fab_attack_only_the_active_examples_with_their_own_draws():
+    """``active``: inactive examples come back clean; an active one gets the result of the full call
+    (every random draw made for the whole batch and gathered, so it does not depend on the others)."""
+    ratios = np.array([0.3, 3.0, 0.5, 2.0, 0.9, 0.6, 0.4, 5.0, 0.2, 0.8])
+    fn, x, y, _ = linear_problem(ratios, classes=4)
+    active = np.array([True, True, False, True, True, False, True, True, True, False])
+    for attack, kw in ((square, dict(queries=60)), (fab_t, dict(steps=10, num_targets=2))):
+        full, info = attack(fn, x, y, KEY, eps=0.05, full_output=True, **kw)
+        part, info_p = attack(fn, x, y, KEY, eps=0.05, active=active, full_output=True, **kw)
+        np.testing.assert_array_equal(np.asarray(part)[~active], np.asarray(x)[~active])
+        np.testing.assert_allclose(np.asarray(part)[active], np.asarray(full)[active], atol=1e-6)
+        for k in info:
+            np.testing.assert_allclose(np.asarray(info_p[k])[active], np.asarray(info[k])[active], rtol=1e-5)
+    # FAB-T on the host (targets compacted) and inside a jit (masked) agree
+    x_jit, info_jit = jax.jit(lambda xx: fab_t(fn, xx, y, KEY, eps=0.05, steps=10, num_targets=2,
+                                               full_output=True))(x)
+    x_host, info_host = fab_t(fn, x, y, KEY, eps=0.05, steps=10, num_targets=2, full_output=True)
+    np.testing.assert_allclose(np.asarray(x_host), np.asarray(x_jit), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(info_host["distance"]), np.asarray(info_jit["distance"]), rtol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs,field", [(dict(version="plus"), "version"), (dict(norm="l2"), "norm"),

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jsnn.attacks import common
+from jsnn.attacks import common, compact
 from jsnn.attacks import losses as losses_lib
 from jsnn.attacks.common import Best, expand
 from jsnn.attacks.eot import check_eot, expectation, oracle
@@ -72,11 +72,14 @@ def _schedule(steps: int):
     return jnp.asarray(is_ckpt), jnp.asarray(window)
 
 
-def _run(orc, x, key, eps, *, norm: str, steps: int, random_start: bool, rho: float,
-         return_state: bool = False) -> Best:
-    """One APGD run (one restart) → per-example :class:`Best` (or the final state dict, for tests)."""
+def _start(key, x, eps, norm: str, random_start: bool):
+    """``(x⁰, noise key)`` of one run: a random point of the ball (or ``x``), drawn for the whole batch."""
     k_init, k_noise = jax.random.split(key)
-    x0 = common.random_init(k_init, x, eps, norm) if random_start else x
+    return (common.random_init(k_init, x, eps, norm) if random_start else x), k_noise
+
+
+def _run(orc, x, x0, k_noise, eps, *, norm: str, steps: int, rho: float, return_state: bool = False) -> Best:
+    """One APGD run (one restart) from ``x0`` → per-example :class:`Best` (or the final state dict, for tests)."""
     loss0, g0, fooled0 = orc.value_and_grad(x0, common.fold(k_noise, 0))
     is_ckpt, window = _schedule(steps)
     eps_arr = jnp.broadcast_to(jnp.asarray(eps, x.dtype), x.shape[:1])
@@ -124,11 +127,30 @@ def _run(orc, x, key, eps, *, norm: str, steps: int, random_start: bool, rho: fl
 
 @functools.partial(jax.jit, static_argnames=("norm", "steps", "restarts", "loss", "eot", "random_start",
                                              "rho", "eot_chunk", "restart_chunk"))
-def _apgd(logits_fn, x, y, key, eps, target, *, norm, steps, restarts, loss, eot, random_start, rho,
+def _apgd(logits_fn, x, y, key, eps, target, rows, *, norm, steps, restarts, loss, eot, random_start, rho,
           eot_chunk, restart_chunk):
-    orc = oracle(logits_fn, loss, y, target, eot=eot, eot_chunk=eot_chunk)
-    run = lambda k: _run(orc, x, k, eps, norm=norm, steps=steps, random_start=random_start, rho=rho)
+    """APGD on ``x[rows]`` (all of ``x`` if ``rows`` is None); random starts drawn for all of ``x``."""
+    xr, yr, er, tr = compact.take(rows, x, y, eps, target)
+    orc = oracle(logits_fn, loss, yr, tr, eot=eot, eot_chunk=eot_chunk)
+
+    def run(k):
+        x0, k_noise = _start(k, x, eps, norm, random_start)
+        return _run(orc, xr, compact.take(rows, x0), k_noise, er, norm=norm, steps=steps, rho=rho)
+
     return common.run_restarts(run, key, restarts, restart_chunk)
+
+
+def _masked(best: Best, x, active) -> Best:
+    """Inactive examples (``active`` False) come back as ``x``, not fooled, loss −∞."""
+    if active is None:
+        return best
+    a = jnp.asarray(active, bool)
+    return Best(jnp.where(expand(a, x).astype(bool), best.x, x), jnp.where(a, best.loss, -jnp.inf),
+                best.fooled & a)
+
+
+def _unattacked(x) -> Best:
+    return Best(x, jnp.full(x.shape[:1], -jnp.inf, x.dtype), jnp.zeros(x.shape[:1], bool))
 
 
 def _check(logits_fn, x, y, key, eps, norm, steps, restarts, eot, rho):
@@ -145,7 +167,8 @@ def _check(logits_fn, x, y, key, eps, norm, steps, restarts, eot, rho):
 
 def apgd(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 100, restarts: int = 1,
          loss="ce", target=None, eot: int = 1, random_start: bool = True, rho: float = 0.75,
-         eot_chunk: Optional[int] = None, restart_chunk: Optional[int] = None, full_output: bool = False):
+         eot_chunk: Optional[int] = None, restart_chunk: Optional[int] = None, active=None,
+         full_output: bool = False):
     """APGD (Croce & Hein 2020) with CE, DLR (or any :mod:`~jsnn.attacks.losses` loss).
 
     Args:
@@ -163,6 +186,8 @@ def apgd(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 100, res
       random_start: start at a random point of the ball (else at ``x``).
       rho: ρ of checkpoint condition (1).
       eot_chunk: EOT chunk size; restart_chunk: restart chunk size (``lax.map``).
+      active: optional boolean ``[B]``: attack only these examples (the others come back as ``x``,
+        not fooled); concrete inputs are compacted into bucketed batches (:mod:`~jsnn.attacks.compact`).
       full_output: return the :class:`~jsnn.attacks.common.Best` (x, loss, fooled) instead of x.
 
     Returns:
@@ -185,9 +210,15 @@ def apgd(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 100, res
     """
     x, y = _check(logits_fn, x, y, key, eps, norm, steps, restarts, eot, rho)
     common.check_target(loss, target, y)
-    best = _apgd(common.as_partial(logits_fn), x, y, key, eps, target, norm=norm, steps=steps,
-                 restarts=restarts, loss=loss, eot=eot, random_start=random_start, rho=float(rho),
-                 eot_chunk=eot_chunk, restart_chunk=restart_chunk)
+    call = functools.partial(_apgd, common.as_partial(logits_fn), x, y, key, eps, target, norm=norm,
+                             steps=steps, restarts=restarts, loss=loss, eot=eot, random_start=random_start,
+                             rho=float(rho), eot_chunk=eot_chunk, restart_chunk=restart_chunk)
+    if compact.check_active(active, x.shape[0]) is None:
+        best = call(None)
+    elif common._concrete((x, y, key, eps, target, active)):
+        best = Best(*map(jnp.asarray, compact.run(call, active, _unattacked(x))))
+    else:
+        best = _masked(call(None), x, active)
     return best if full_output else best.x
 
 
@@ -204,36 +235,74 @@ def target_classes(logits, num_targets: int):
     return jnp.stack([order[:, -(i + 2)] for i in range(num_targets)])
 
 
-@functools.partial(jax.jit, static_argnames=("norm", "steps", "num_targets", "restarts", "loss", "eot",
-                                             "random_start", "rho", "eot_chunk", "target_chunk"))
-def _apgd_t(logits_fn, x, y, key, eps, *, norm, steps, num_targets, restarts, loss, eot, random_start,
-            rho, eot_chunk, target_chunk):
+@functools.partial(jax.jit, static_argnames=("num_targets", "eot", "eot_chunk"))
+def _targets(logits_fn, x, key, *, num_targets, eot, eot_chunk):
+    """``(target classes [num_targets, B], per-target keys)`` exactly as :func:`_apgd_t` draws them."""
     k_clean, k_attack = jax.random.split(key)
     clean = expectation(lambda xx, k: jax.lax.stop_gradient(logits_fn(xx, k)), x, k_clean,
                         samples=eot, chunk=eot_chunk)
     if num_targets > clean.shape[-1] - 1:
         raise ValueError(f"apgd_targeted num_targets: {num_targets} exceeds the number of other classes "
                          f"({clean.shape[-1] - 1})")
-    targets = target_classes(clean, num_targets)
+    return target_classes(clean, num_targets), jax.random.split(k_attack, num_targets)
+
+
+@functools.partial(jax.jit, static_argnames=("norm", "steps", "num_targets", "restarts", "loss", "eot",
+                                             "random_start", "rho", "eot_chunk", "target_chunk"))
+def _apgd_t(logits_fn, x, y, key, eps, *, norm, steps, num_targets, restarts, loss, eot, random_start,
+            rho, eot_chunk, target_chunk):
+    targets, keys = _targets(logits_fn, x, key, num_targets=num_targets, eot=eot, eot_chunk=eot_chunk)
 
     def per_target(args):
         t, k = args
         orc = oracle(logits_fn, loss, y, t, eot=eot, eot_chunk=eot_chunk)
-        run = lambda kk: _run(orc, x, kk, eps, norm=norm, steps=steps, random_start=random_start, rho=rho)
+
+        def run(kk):
+            x0, k_noise = _start(kk, x, eps, norm, random_start)
+            return _run(orc, x, x0, k_noise, eps, norm=norm, steps=steps, rho=rho)
+
         return common.run_restarts(run, k, restarts, None)
 
-    keys = jax.random.split(k_attack, num_targets)
     return common.select_best(common.map_chunked(per_target, (targets, keys), target_chunk))
+
+
+def _apgd_t_compacted(logits_fn, x, y, key, eps, active, *, num_targets, eot, eot_chunk, **kw) -> Best:
+    """The targets in sequence, each on the examples no earlier target has fooled (host compaction).
+
+    An example fooled by target j keeps target j's point (the reference cascade); the others keep
+    the best point over all targets, as :func:`_apgd_t`. Keys as :func:`_apgd_t`.
+    """
+    targets, keys = _targets(logits_fn, x, key, num_targets=num_targets, eot=eot, eot_chunk=eot_chunk)
+    best = _unattacked(x)
+    todo = np.asarray(active, bool)
+    for j in range(num_targets):
+        if not todo.any():
+            break
+        call = functools.partial(_apgd, logits_fn, x, y, keys[j], eps, targets[j], eot=eot, eot_chunk=eot_chunk,
+                                 restart_chunk=None, **kw)
+        part = compact.run(call, todo, _unattacked(x))
+        better = np.asarray(common.is_better(part.loss, part.fooled, best.loss, best.fooled)) & todo
+        if j == 0:
+            better = todo  # the first target's point even at loss −∞ (as select_best's ties)
+        b = jnp.asarray(better)
+        best = Best(jnp.where(expand(b, x).astype(bool), part.x, best.x), jnp.where(b, part.loss, best.loss),
+                    jnp.where(b, part.fooled, best.fooled))
+        todo = todo & ~np.asarray(best.fooled)
+    return best
 
 
 def apgd_targeted(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 100, num_targets: int = 9,
                   restarts: int = 1, loss="dlr_targeted", eot: int = 1, random_start: bool = True,
                   rho: float = 0.75, eot_chunk: Optional[int] = None, target_chunk: Optional[int] = None,
-                  full_output: bool = False):
+                  active=None, full_output: bool = False):
     """APGD-T: APGD with the targeted DLR loss against each of the top ``num_targets`` other classes.
 
-    Arguments as in :func:`apgd`; ``num_targets`` (9 in AutoAttack) targets run under ``vmap``,
-    in chunks of ``target_chunk`` if given. Targets come from the (EOT-averaged) clean logits.
+    Arguments as in :func:`apgd`; targets come from the (EOT-averaged) clean logits. Concrete
+    inputs: the ``num_targets`` (9 in AutoAttack) targets run in sequence, each only on the
+    (``active``) examples no earlier target fooled, compacted into bucketed batches (an example
+    fooled by target j returns target j's point). Traced inputs (inside a jit): all targets run
+    on every example under ``vmap``, in chunks of ``target_chunk`` if given, and a fooled example
+    returns its highest-loss fooling point. The two agree on which examples are fooled.
 
     Example:
         The targeted DLR loss needs K ≥ 4 classes; here classes 2 and 3 are never predicted:
@@ -251,7 +320,13 @@ def apgd_targeted(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int =
     check_int(num_targets, "num_targets", where="attack ")
     if not losses_lib.is_targeted(loss) and not callable(loss):
         raise ValueError(f"apgd_targeted loss: {loss!r}; allowed: {', '.join(losses_lib.TARGETED)} or a callable")
-    best = _apgd_t(common.as_partial(logits_fn), x, y, key, eps, norm=norm, steps=steps,
-                   num_targets=num_targets, restarts=restarts, loss=loss, eot=eot,
-                   random_start=random_start, rho=float(rho), eot_chunk=eot_chunk, target_chunk=target_chunk)
+    fn, kw = common.as_partial(logits_fn), dict(norm=norm, steps=steps, num_targets=num_targets, restarts=restarts,
+                                                 loss=loss, eot=eot, random_start=random_start, rho=float(rho),
+                                                 eot_chunk=eot_chunk)
+    compact.check_active(active, x.shape[0])
+    if common._concrete((x, y, key, eps, active)):
+        all_rows = np.ones(x.shape[0], bool) if active is None else np.asarray(active, bool)
+        best = _apgd_t_compacted(fn, x, y, key, eps, all_rows, **kw)
+    else:
+        best = _masked(_apgd_t(fn, x, y, key, eps, target_chunk=target_chunk, **kw), x, active)
     return best if full_output else best.x

@@ -13,12 +13,16 @@ of diverse parameter-free attacks", arXiv 2003.01690, and ``autoattack/autoattac
 each one only changes the examples still robust after the previous ones, and a robust
 example's returned point is the clean image (as in the reference).
 
-* ``batch_size=None`` (default): the whole cascade on the given batch is one jitted
-  computation (a stage is skipped by ``lax.cond`` when nothing is left to attack), so a
-  runner can shard batches over devices.
-* ``batch_size=n``: the still-robust examples are gathered on the host and processed in
-  chunks of ``n`` (the last chunk padded by repetition), so the cost of each stage follows
-  the number of examples left (the 0.1 behaviour, same results and keys).
+* Concrete inputs: the stages run one after the other from the host, and each attack gets
+  only the still-robust examples (``active``), compacted into bucketed batches
+  (:mod:`~jsnn.attacks.compact`); APGD-T and FAB-T also compact between their targets, as the
+  reference cascade does. The cost of a stage follows the number of examples left.
+  ``batch_size=n`` cuts the batch into chunks of ``n`` first (memory; the last one padded).
+* Traced inputs (the attack called inside a jit): the whole cascade is one jitted
+  computation on the whole batch (a stage is skipped by ``lax.cond`` when nothing is left).
+  Its keys are those of the host cascade's chunk 0, so with ``batch_size=None`` both give the
+  same verdicts (deterministic models; APGD-T and FAB-T return the first fooling target's
+  point on the host, the highest-loss one in the jit).
 
 Judging (METHODS.md: "judge the final example over several fresh draws, not one"): a point is
 judged on ``draws`` fresh draws of the model's noise (default 1 for "standard", 10 for
@@ -27,7 +31,7 @@ With ``full_output=True`` the attack also returns the judged masks (nothing need
 twice): ``info["robust"]`` ``[B]`` (robust after every attack), ``info["clean"]`` ``[B]``,
 ``info["stages"][name]`` ``[B]`` (robust after that stage), ``info["draw_accuracy"]`` ``[B]``
 (fraction of fresh draws correct at ``x_adv``), ``info["all_draws"]`` ``[B]`` (correct in every
-draw) and, in the host-batched mode, ``info["seconds"]`` per stage. :func:`summary` turns an
+draw) and, in the host cascade, ``info["seconds"]`` per stage. :func:`summary` turns an
 info into the robust accuracy after each stage.
 """
 
@@ -53,16 +57,17 @@ VERSIONS = ("standard", "rand")
 ATTACKS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
 
 
-def _suite(version: str, *, eps, norm: str, steps: int, num_targets: int, queries: int, eot: int,
+def _suite(version: str, *, norm: str, steps: int, num_targets: int, queries: int, eot: int,
            eot_chunk: Optional[int]) -> List[Tuple[str, Callable]]:
-    """The attacks of ``version`` as ``(name, attack(logits_fn, x, y, key) -> x_adv)``."""
-    kw = dict(eps=eps, norm=norm, steps=steps, eot=eot, eot_chunk=eot_chunk)
+    """The attacks of ``version`` as ``(name, attack(logits_fn, x, y, key, eps, active) -> x_adv)``."""
+    kw = dict(norm=norm, steps=steps, eot=eot, eot_chunk=eot_chunk)
     suite = {
-        "apgd-ce": lambda f, x, y, k: apgd(f, x, y, k, loss="ce", restarts=1, **kw),
-        "apgd-dlr": lambda f, x, y, k: apgd(f, x, y, k, loss="dlr", restarts=1, **kw),
-        "apgd-t": lambda f, x, y, k: apgd_targeted(f, x, y, k, num_targets=num_targets, restarts=1, **kw),
-        "fab-t": lambda f, x, y, k: fab_t(f, x, y, k, eps=eps, steps=steps, num_targets=num_targets),
-        "square": lambda f, x, y, k: square(f, x, y, k, eps=eps, queries=queries, eot=eot),
+        "apgd-ce": lambda f, x, y, k, e, a: apgd(f, x, y, k, eps=e, loss="ce", restarts=1, active=a, **kw),
+        "apgd-dlr": lambda f, x, y, k, e, a: apgd(f, x, y, k, eps=e, loss="dlr", restarts=1, active=a, **kw),
+        "apgd-t": lambda f, x, y, k, e, a: apgd_targeted(f, x, y, k, eps=e, num_targets=num_targets, restarts=1,
+                                                         active=a, **kw),
+        "fab-t": lambda f, x, y, k, e, a: fab_t(f, x, y, k, eps=e, steps=steps, num_targets=num_targets, active=a),
+        "square": lambda f, x, y, k, e, a: square(f, x, y, k, eps=e, queries=queries, eot=eot, active=a),
     }
     return [(name, suite[name]) for name in ATTACKS[version]]
 
@@ -82,9 +87,9 @@ def _judge(fn, x, y, key, draws, eot_chunk):
 @functools.partial(jax.jit, static_argnames=("version", "norm", "steps", "num_targets", "queries", "eot",
                                              "draws", "eot_chunk"))
 def _cascade(fn, x, y, key, eps, *, version, norm, steps, num_targets, queries, eot, draws, eot_chunk):
-    """The whole cascade on one batch (keys as the host-batched mode's chunk 0)."""
-    suite = _suite(version, eps=eps, norm=norm, steps=steps, num_targets=num_targets, queries=queries,
-                   eot=eot, eot_chunk=eot_chunk)
+    """The whole cascade on one batch in one jit (traced inputs; keys as the host cascade's chunk 0)."""
+    suite = _suite(version, norm=norm, steps=steps, num_targets=num_targets, queries=queries, eot=eot,
+                   eot_chunk=eot_chunk)
     bcast = (-1,) + (1,) * (x.ndim - 1)
     robust = _judge(fn, x, y, common.fold(common.fold(key, 0), 0), draws, eot_chunk) > 0.5
     clean, stages, x_adv = robust, {}, x
@@ -93,7 +98,7 @@ def _cascade(fn, x, y, key, eps, *, version, norm, steps, num_targets, queries, 
 
         def stage(carry, attack=attack, k_attack=k_attack, k_judge=k_judge):
             x_adv, robust = carry
-            xa = attack(fn, x, y, k_attack)
+            xa = attack(fn, x, y, k_attack, eps, None)
             fooled = robust & (_judge(fn, xa, y, k_judge, draws, eot_chunk) <= 0.5)
             return jnp.where(fooled.reshape(bcast), xa, x_adv), robust & ~fooled
 
@@ -104,52 +109,61 @@ def _cascade(fn, x, y, key, eps, *, version, norm, steps, num_targets, queries, 
                    "all_draws": final == 1.0}
 
 
-def _batched(fn, x, y, key, eps, *, version, norm, steps, num_targets, queries, eot, draws, eot_chunk,
-             batch_size, verbose):
-    """The cascade with host-side gathering of the still-robust examples in chunks of ``batch_size``."""
-    n = x.shape[0]
-    chunk = min(batch_size, n)
+def _host(fn, x, y, key, eps, *, version, norm, steps, num_targets, queries, eot, draws, eot_chunk,
+          batch_size, verbose):
+    """The cascade on the host: each stage attacks only the still-robust examples, compacted.
 
-    def chunks(indices):
-        for c, start in enumerate(range(0, len(indices), chunk)):
-            sel = indices[start:start + chunk]
-            yield c, sel, np.resize(sel, chunk)  # pad by repetition: one shape per attack
+    The batch is cut into position chunks of ``batch_size`` (default: one chunk, the whole batch;
+    the last chunk padded by repetition); stage ``i`` on chunk ``c`` uses ``fold_in(fold_in(key, i), c)``
+    as :func:`_cascade` (chunk 0), and each attack compacts the chunk's robust examples itself
+    (``active``; random draws made for the whole chunk, so with one chunk an example's result is
+    that of :func:`_cascade`, for deterministic models).
+    """
+    n = x.shape[0]
+    bs = n if batch_size is None else min(batch_size, n)
+    x_np, y_np = np.asarray(x), np.asarray(y)
+    eps_v = np.asarray(eps)
+    parts = []
+    for c, start in enumerate(range(0, n, bs)):
+        sel = np.arange(start, min(start + bs, n))
+        pad = np.resize(sel, bs)  # one shape per attack
+        parts.append((c, sel, pad, jnp.asarray(x_np[pad]), jnp.asarray(y_np[pad]),
+                      jnp.asarray(eps_v[pad] if eps_v.ndim else eps_v, x.dtype)))
 
     def judge(xb, yb, k):
         return np.asarray(_judge(fn, xb, yb, k, draws, eot_chunk))
 
     t0 = time.perf_counter()
     frac = np.zeros(n, np.float32)
-    k_clean = common.fold(key, 0)
-    for c, sel, pad in chunks(np.arange(n)):
-        frac[sel] = judge(x[pad], y[pad], common.fold(k_clean, c))[:len(sel)]
+    for c, sel, pad, xb, yb, _ in parts:
+        frac[sel] = judge(xb, yb, common.fold(common.fold(key, 0), c))[:len(sel)]
     robust = frac > 0.5
     clean, stages, seconds = robust.copy(), {}, {"clean": time.perf_counter() - t0}
-    suite = _suite(version, eps=eps, norm=norm, steps=steps, num_targets=num_targets, queries=queries,
-                   eot=eot, eot_chunk=eot_chunk)
-    x_adv = np.array(x)
+    suite = _suite(version, norm=norm, steps=steps, num_targets=num_targets, queries=queries, eot=eot,
+                   eot_chunk=eot_chunk)
+    x_adv = x_np.copy()
     for i, (name, attack) in enumerate(suite, start=1):
-        t0 = time.perf_counter()
-        remaining = np.flatnonzero(robust)
-        for c, sel, pad in chunks(remaining):
+        t0, attacked = time.perf_counter(), int(robust.sum())
+        for c, sel, pad, xb, yb, eb in parts:
+            active = robust[pad] & (np.arange(bs) < len(sel))
+            if not active.any():
+                continue
             k_attack, k_judge = jax.random.split(common.fold(key, i, c))
-            xb, yb = x[pad], y[pad]
-            xa = attack(fn, xb, yb, k_attack)
-            fooled = judge(xa, yb, k_judge)[:len(sel)] <= 0.5
+            xa = attack(fn, xb, yb, k_attack, eb, active)
+            fooled = (active & (judge(xa, yb, k_judge) <= 0.5))[:len(sel)]
             x_adv[sel[fooled]] = np.asarray(xa)[:len(sel)][fooled]
             robust[sel[fooled]] = False
         stages[name] = robust.copy()
         seconds[name] = time.perf_counter() - t0
         if verbose:
             logging.info("autoattack %s: robust accuracy %.4f (%d images attacked, %.1f s, %.1f images/s)",
-                         name, robust.mean(), len(remaining), seconds[name],
-                         len(remaining) / max(seconds[name], 1e-9))
+                         name, robust.mean(), attacked, seconds[name], attacked / max(seconds[name], 1e-9))
     final = np.zeros(n, np.float32)
     k_final = common.fold(key, len(suite) + 1)
-    for c, sel, pad in chunks(np.arange(n)):
-        final[sel] = judge(jnp.asarray(x_adv[pad]), y[pad], common.fold(k_final, c))[:len(sel)]
-    return x_adv, {"robust": robust, "clean": clean, "stages": stages, "draw_accuracy": final,
-                   "all_draws": final == 1.0, "seconds": seconds}
+    for c, sel, pad, _, yb, _ in parts:
+        final[sel] = judge(jnp.asarray(x_adv[pad]), yb, common.fold(k_final, c))[:len(sel)]
+    return jnp.asarray(x_adv), {"robust": robust, "clean": clean, "stages": stages, "draw_accuracy": final,
+                                "all_draws": final == 1.0, "seconds": seconds}
 
 
 def autoattack(*, version: str = "standard", norm: str = "linf", eot: Optional[int] = None, steps: int = 100,
@@ -167,9 +181,9 @@ def autoattack(*, version: str = "standard", norm: str = "linf", eot: Optional[i
       queries: Square's query budget (5000).
       draws: fresh draws judging each point (majority vote); default 1 / 10.
       eot_chunk: run EOT draws (and judging draws) in ``lax.map`` chunks of this size (memory).
-      batch_size: ``None``: one jitted cascade per batch; an integer: host-side chunks of the
-        still-robust examples (stage ``i`` on chunk ``c`` uses ``fold_in(fold_in(key, i), c)``).
-      verbose: log robust accuracy, time and throughput of each stage (host-batched mode).
+      batch_size: ``None``: the whole batch at once; an integer: chunks of that many examples
+        (stage ``i`` on chunk ``c`` uses ``fold_in(fold_in(key, i), c)``); host cascade only.
+      verbose: log robust accuracy, time and throughput of each stage (host cascade).
 
     Returns:
       The attack; with ``full_output=True`` it returns ``(x_adv, info)`` (see the module docstring).
@@ -214,11 +228,11 @@ def autoattack(*, version: str = "standard", norm: str = "linf", eot: Optional[i
         targets = num_targets
         if targets is None:
             targets = min(9, jax.eval_shape(fn, x[:1], key).shape[-1] - 1)
-        if batch_size is None:
-            x_adv, info = _cascade(fn, x, y, key, jnp.asarray(eps, x.dtype), num_targets=targets, **settings)
+        if common._concrete((x, y, key, eps)):
+            x_adv, info = _host(fn, x, y, key, eps, num_targets=targets, batch_size=batch_size, verbose=verbose,
+                                **settings)
         else:
-            x_adv, info = _batched(fn, x, y, key, eps, num_targets=targets, batch_size=batch_size,
-                                   verbose=verbose, **settings)
+            x_adv, info = _cascade(fn, x, y, key, jnp.asarray(eps, x.dtype), num_targets=targets, **settings)
         return (x_adv, info) if full_output else x_adv
 
     attack.__name__ = f"autoattack_{version}"

@@ -20,10 +20,12 @@ that order, each only updating examples that are still robust; later restarts st
 uniform random point at L∞ distance ε/2. A found point counts only if its distance is ≤ ε,
 so ``x_adv`` is either the clean image or a misclassified point inside the ε-ball.
 
-In JAX every target run is computed on the whole batch with masks (one jitted
-``lax.while_loop`` over target runs, stopping when no example is left, around a
-``lax.fori_loop`` over iterations). ``key`` feeds the model's noise (a fresh key per call);
-FAB itself is deterministic apart from random restarts.
+Concrete inputs: the target runs go in sequence on the host, each one jitted ``lax.fori_loop``
+over iterations on the still-robust examples only, compacted into bucketed batches
+(:mod:`~jsnn.attacks.compact`; the reference does the same). Traced inputs (inside a jit): every
+run is computed on the whole batch with masks, one ``lax.while_loop`` over runs that stops when
+no example is left. Both give the same per-example result (deterministic models). ``key`` feeds
+the model's noise (a fresh key per call); FAB itself is deterministic apart from random restarts.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jsnn.attacks import common
+import numpy as np
+
+from jsnn.attacks import common, compact
 from jsnn.config import check_int
 
 
@@ -102,7 +106,7 @@ def _check(logits_fn, x, y, key, eps, steps, num_targets, restarts, alpha_max, e
 
 
 def fab_t(logits_fn, x, y, key, *, eps, steps: int = 100, num_targets: int = 9, restarts: int = 1,
-          alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, full_output: bool = False):
+          alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, active=None, full_output: bool = False):
     """Targeted FAB, L∞ (AutoAttack's FAB-T), one jitted computation.
 
     Args:
@@ -116,6 +120,7 @@ def fab_t(logits_fn, x, y, key, *, eps, steps: int = 100, num_targets: int = 9, 
         (9 in AutoAttack "standard"; must be < K).
       restarts: runs per target; run ``r > 0`` starts at a random point of L∞ norm ε/2.
       alpha_max, eta, beta: FAB's bias towards ``x₀``, overshoot and backtracking (0.1, 1.05, 0.9).
+      active: optional boolean ``[B]``: attack only these examples (the others come back as ``x``).
       full_output: also return ``{"distance": [B]}``, the smallest L∞ distance of a
         misclassified point found (``inf`` where none, 0 where ``x`` is already misclassified).
 
@@ -138,31 +143,41 @@ def fab_t(logits_fn, x, y, key, *, eps, steps: int = 100, num_targets: int = 9, 
         ([0.1, 0.4], [1, 0])
     """
     x, y = _check(logits_fn, x, y, key, eps, steps, num_targets, restarts, alpha_max, eta, beta)
-    x_adv, dist = _fab_t(common.as_partial(logits_fn), x, y, key, jnp.asarray(eps, x.dtype), steps=steps,
-                         num_targets=num_targets, restarts=restarts,
-                         alpha_max=float(alpha_max), eta=float(eta), beta=float(beta))
+    fn, eps = common.as_partial(logits_fn), jnp.asarray(eps, x.dtype)
+    kw = dict(steps=steps, num_targets=num_targets, restarts=restarts, alpha_max=float(alpha_max), eta=float(eta),
+              beta=float(beta))
+    compact.check_active(active, x.shape[0])
+    if common._concrete((x, y, key, eps, active)):
+        all_rows = np.ones(x.shape[0], bool) if active is None else active
+        x_adv, dist = _fab_t_compacted(fn, x, y, key, eps, all_rows, **kw)
+    else:
+        x_adv, dist = _fab_t(fn, x, y, key, eps, **kw)
+        if active is not None:
+            a = jnp.asarray(active, bool)
+            x_adv = jnp.where(a.reshape((-1,) + (1,) * (x.ndim - 1)), x_adv, x)
+            dist = jnp.where(a, dist, jnp.inf)
     if full_output:
         return x_adv, {"distance": dist}
     return x_adv
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "num_targets", "restarts",
-                                             "alpha_max", "eta", "beta"))
-def _fab_t(logits_fn, x, y, key, eps, *, steps, num_targets, restarts, alpha_max, eta, beta):
-    B = x.shape[0]
-    shape = x.shape
-    bcast = (-1,) + (1,) * (x.ndim - 1)
-    k_clean, k_runs = jax.random.split(key)
-    z = logits_fn(x, k_clean)
-    if num_targets >= z.shape[-1]:
-        raise ValueError(f"fab_t num_targets: must be < the number of classes {z.shape[-1]}, "
-                         f"got {num_targets}")
-    robust = jnp.argmax(z, -1) == y
-    ranking = jnp.argsort(z, axis=-1)  # ascending
-    n_runs = num_targets * restarts
-    linf = lambda a: jnp.max(jnp.abs(a.reshape(B, -1)), axis=1)
+def _linf(a):
+    return jnp.max(jnp.abs(a.reshape(a.shape[0], -1)), axis=1)
 
-    def diff_and_grad(x1, target, k):
+
+def _one_run(logits_fn, x, y, eps, target, k, random_start, rows, *, steps, alpha_max, eta, beta):
+    """One FAB-T run towards ``target`` on ``x[rows]`` (all if None) → ``(closest adversarial point, its
+    L∞ distance)`` per example; the random start is drawn for all of ``x`` and gathered."""
+    k_start, k_iter = jax.random.split(k)
+    u = jax.random.uniform(k_start, x.shape, x.dtype, -1.0, 1.0)
+    bcast = (-1,) + (1,) * (x.ndim - 1)
+    start = x + 0.5 * eps * u / jnp.maximum(_linf(u), 1e-12).reshape(bcast)
+    x, y, start, target = compact.take(rows, x, y, start, target)
+    B, shape = x.shape[0], x.shape
+    x1 = jnp.clip(jnp.where(random_start, start, x), 0.0, 1.0)
+    x0 = x.reshape(B, -1)
+
+    def diff_and_grad(x1, k):
         def f(xx):
             logits = logits_fn(xx, k)
             zy = jnp.take_along_axis(logits, y[:, None], -1)[:, 0]
@@ -171,38 +186,95 @@ def _fab_t(logits_fn, x, y, key, eps, *, steps, num_targets, restarts, alpha_max
         df, vjp = jax.vjp(f, x1)
         return df, vjp(jnp.ones_like(df))[0]
 
-    def single_run(target, k, random_start):
-        k_start, k_iter = jax.random.split(k)
-        u = jax.random.uniform(k_start, shape, x.dtype, -1.0, 1.0)
-        start = x + 0.5 * eps * u / jnp.maximum(linf(u), 1e-12).reshape(bcast)
-        x1 = jnp.clip(jnp.where(random_start, start, x), 0.0, 1.0)
-        x0 = x.reshape(B, -1)
+    def body(i, carry):
+        x1, adv, res = carry
+        k_grad, k_pred = jax.random.split(jax.random.fold_in(k_iter, i))
+        df, dg = diff_and_grad(x1, k_grad)
+        w = dg.reshape(B, -1)
+        xf = x1.reshape(B, -1)
+        b = -df + jnp.sum(w * xf, axis=1)
+        d = projection_linf(jnp.concatenate([xf, x0]), jnp.concatenate([w, w]), jnp.concatenate([b, b]))
+        d1, d2 = d[:B], d[B:]
+        a1 = jnp.maximum(jnp.max(jnp.abs(d1), axis=1), 1e-8)
+        a2 = jnp.maximum(jnp.max(jnp.abs(d2), axis=1), 1e-8)
+        alpha = jnp.clip(a1 / (a1 + a2), 0.0, alpha_max)[:, None]
+        xf = jnp.clip((xf + eta * d1) * (1 - alpha) + (x0 + eta * d2) * alpha, 0.0, 1.0)
+        x1 = xf.reshape(shape)
+        is_adv = jnp.argmax(logits_fn(x1, k_pred), -1) != y
+        dist = _linf(x1 - x)
+        closer = is_adv & (dist < res)
+        adv = jnp.where(closer.reshape(bcast), x1, adv)
+        res = jnp.where(closer, dist, res)
+        x1 = jnp.where(is_adv.reshape(bcast), x + (x1 - x) * beta, x1)
+        return x1, adv, res
 
-        def body(i, carry):
-            x1, adv, res = carry
-            k_grad, k_pred = jax.random.split(jax.random.fold_in(k_iter, i))
-            df, dg = diff_and_grad(x1, target, k_grad)
-            w = dg.reshape(B, -1)
-            xf = x1.reshape(B, -1)
-            b = -df + jnp.sum(w * xf, axis=1)
-            d = projection_linf(jnp.concatenate([xf, x0]), jnp.concatenate([w, w]), jnp.concatenate([b, b]))
-            d1, d2 = d[:B], d[B:]
-            a1 = jnp.maximum(jnp.max(jnp.abs(d1), axis=1), 1e-8)
-            a2 = jnp.maximum(jnp.max(jnp.abs(d2), axis=1), 1e-8)
-            alpha = jnp.clip(a1 / (a1 + a2), 0.0, alpha_max)[:, None]
-            xf = jnp.clip((xf + eta * d1) * (1 - alpha) + (x0 + eta * d2) * alpha, 0.0, 1.0)
-            x1 = xf.reshape(shape)
-            is_adv = jnp.argmax(logits_fn(x1, k_pred), -1) != y
-            dist = linf(x1 - x)
-            closer = is_adv & (dist < res)
-            adv = jnp.where(closer.reshape(bcast), x1, adv)
-            res = jnp.where(closer, dist, res)
-            x1 = jnp.where(is_adv.reshape(bcast), x + (x1 - x) * beta, x1)
-            return x1, adv, res
+    init = (x1, x, jnp.full((B,), jnp.inf, x.dtype))
+    _, adv, res = jax.lax.fori_loop(0, steps, body, init)
+    return adv, res
 
-        init = (x1, x, jnp.full((B,), jnp.inf, x.dtype))
-        _, adv, res = jax.lax.fori_loop(0, steps, body, init)
-        return adv, res
+
+def _run_keys(k_runs, r):
+    """``(run key, check key)`` of target run ``r``."""
+    return jax.random.split(jax.random.fold_in(k_runs, r))
+
+
+def _judge_run(logits_fn, adv, res, y, eps, k_check):
+    """A run's point counts iff within ε and misclassified on a fresh forward."""
+    return (res <= eps) & (jnp.argmax(logits_fn(adv, k_check), -1) != y)
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "alpha_max", "eta", "beta"))
+def _run_rows(logits_fn, x, y, eps, target, k_runs, r, random_start, rows, *, steps, alpha_max, eta, beta):
+    """Run ``r`` on ``x[rows]`` (host-compacted mode): ``(adv, distance, fooled)`` per row."""
+    k_r, k_check = _run_keys(k_runs, r)
+    adv, res = _one_run(logits_fn, x, y, eps, target, k_r, random_start, rows, steps=steps,
+                        alpha_max=alpha_max, eta=eta, beta=beta)
+    return adv, res, _judge_run(logits_fn, adv, res, y[rows], eps, k_check)
+
+
+@jax.jit
+def _clean(logits_fn, x, y, key):
+    """``(robust [B], ranking [B, K] ascending, run key)`` from the clean logits."""
+    k_clean, k_runs = jax.random.split(key)
+    z = logits_fn(x, k_clean)
+    return jnp.argmax(z, -1) == y, jnp.argsort(z, axis=-1), k_runs
+
+
+def _check_targets(num_targets, ranking):
+    if num_targets >= ranking.shape[-1]:
+        raise ValueError(f"fab_t num_targets: must be < the number of classes {ranking.shape[-1]}, "
+                         f"got {num_targets}")
+
+
+def _fab_t_compacted(logits_fn, x, y, key, eps, active, *, num_targets, restarts, **kw):
+    """The target runs in sequence on the host, each on the examples still robust (compacted)."""
+    robust, ranking, k_runs = _clean(logits_fn, x, y, key)
+    _check_targets(num_targets, ranking)
+    robust = np.asarray(robust) & np.asarray(active, bool)
+    ranking = np.asarray(ranking)
+    x_adv, dist = np.array(x), np.where(robust, np.inf, 0.0).astype(x.dtype)
+    for r in range(num_targets * restarts):
+        if not robust.any():
+            break
+        target = jnp.asarray(ranking[:, -(2 + r // restarts)])
+        call = lambda rows: _run_rows(logits_fn, x, y, eps, target, k_runs, r, (r % restarts) > 0, rows, **kw)
+        adv, res, fooled = compact.run(call, robust, (x, np.full(x.shape[0], np.inf, x.dtype),
+                                                      np.zeros(x.shape[0], bool)))
+        fooled &= robust
+        x_adv[fooled] = adv[fooled]
+        dist = np.where(robust, np.minimum(dist, res), dist)
+        robust &= ~fooled
+    return jnp.asarray(x_adv), jnp.asarray(dist)
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "num_targets", "restarts",
+                                             "alpha_max", "eta", "beta"))
+def _fab_t(logits_fn, x, y, key, eps, *, steps, num_targets, restarts, alpha_max, eta, beta):
+    """All target runs in one jitted ``lax.while_loop`` over the whole batch (masked; traced inputs)."""
+    bcast = (-1,) + (1,) * (x.ndim - 1)
+    robust, ranking, k_runs = _clean(logits_fn, x, y, key)
+    _check_targets(num_targets, ranking)
+    n_runs = num_targets * restarts
 
     def cond(state):
         r, robust, _, _ = state
@@ -211,9 +283,10 @@ def _fab_t(logits_fn, x, y, key, eps, *, steps, num_targets, restarts, alpha_max
     def run(state):
         r, robust, x_adv, dist = state
         target = ranking[:, -(2 + r // restarts)]
-        k_r, k_check = jax.random.split(jax.random.fold_in(k_runs, r))
-        adv, res = single_run(target, k_r, (r % restarts) > 0)
-        fooled = robust & (res <= eps) & (jnp.argmax(logits_fn(adv, k_check), -1) != y)
+        k_r, k_check = _run_keys(k_runs, r)
+        adv, res = _one_run(logits_fn, x, y, eps, target, k_r, (r % restarts) > 0, None, steps=steps,
+                            alpha_max=alpha_max, eta=eta, beta=beta)
+        fooled = robust & _judge_run(logits_fn, adv, res, y, eps, k_check)
         x_adv = jnp.where(fooled.reshape(bcast), adv, x_adv)
         dist = jnp.where(robust, jnp.minimum(dist, res), dist)
         return r + 1, robust & ~fooled, x_adv, dist

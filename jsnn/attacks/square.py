@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jsnn.attacks import common, losses
+from jsnn.attacks import common, compact, losses
 from jsnn.attacks.eot import check_eot, expectation
 from jsnn.config import check_int
 
@@ -106,7 +106,7 @@ def _check(logits_fn, x, y, key, eps, queries, p_init, eot):
 
 
 def square(logits_fn, x, y, key, *, eps, queries: int = 5000, p_init: float = 0.8, eot: int = 1,
-           full_output: bool = False):
+           active=None, full_output: bool = False):
     """Square attack (L∞, margin loss), one jitted ``lax.while_loop``.
 
     Args:
@@ -120,6 +120,9 @@ def square(logits_fn, x, y, key, *, eps, queries: int = 5000, p_init: float = 0.
         AutoAttack "standard".
       p_init: initial fraction of changed pixels (0.8 for L∞ in the reference).
       eot: noise draws averaged per query (stochastic models; 1 for deterministic ones).
+      active: optional boolean ``[B]``: attack only these examples (the others come back as ``x``,
+        0 queries); concrete inputs are compacted into bucketed batches, every random draw made for
+        the whole batch (:mod:`~jsnn.attacks.compact`), so an example's windows do not depend on the others.
       full_output: also return ``{"queries": [B] int32, "margin": [B]}`` (score of ``x_adv``).
 
     Returns:
@@ -143,35 +146,49 @@ def square(logits_fn, x, y, key, *, eps, queries: int = 5000, p_init: float = 0.
         True
     """
     x, y = _check(logits_fn, x, y, key, eps, queries, p_init, eot)
-    x_adv, used, best = _square(common.as_partial(logits_fn), x, y, key, jnp.asarray(eps, x.dtype),
-                                   n_queries=queries, p_init=float(p_init), eot=eot)
+    call = functools.partial(_square, common.as_partial(logits_fn), x, y, key, jnp.asarray(eps, x.dtype),
+                             n_queries=queries, p_init=float(p_init), eot=eot)
+    compact.check_active(active, x.shape[0])
+    if active is None:
+        x_adv, used, best = call(None)
+    elif common._concrete((x, y, key, eps, active)):
+        init = (x, np.zeros(x.shape[0], np.int32), np.full(x.shape[0], np.inf, x.dtype))
+        x_adv, used, best = map(jnp.asarray, compact.run(call, active, init))
+    else:
+        a = jnp.asarray(active, bool)
+        x_adv, used, best = call(None)
+        x_adv = jnp.where(a[:, None, None, None], x_adv, x)
+        used, best = jnp.where(a, used, 0), jnp.where(a, best, jnp.inf)
     if full_output:
         return x_adv, {"queries": used, "margin": best}
     return x_adv
 
 
 @functools.partial(jax.jit, static_argnames=("n_queries", "p_init", "eot"))
-def _square(logits_fn, x, y, key, eps, *, n_queries, p_init, eot):
-    B, H, W, C = x.shape
+def _square(logits_fn, x, y, key, eps, rows, *, n_queries, p_init, eot):
+    """Square on ``x[rows]`` (all if None); every random draw is made for all of ``x`` and gathered."""
+    N, H, W, C = x.shape  # N: the whole batch, for the random draws
     sizes = jnp.asarray(square_sizes(n_queries, p_init, H, W))
     n_iter = sizes.shape[0]
-
-    def score(xq, k):
-        return expectation(lambda xx, kk: margin(logits_fn(xx, kk), y), xq, k, samples=eot)
 
     def sign(k, shape):
         return jnp.where(jax.random.bernoulli(k, 0.5, shape), 1.0, -1.0).astype(x.dtype)
 
     k_clean, k_stripes, k_init, k_loop = jax.random.split(key, 4)
+    x, y, stripes = compact.take(rows, x, y, sign(k_stripes, (N, 1, W, C)))
+
+    def score(xq, k):
+        return expectation(lambda xx, kk: margin(logits_fn(xx, kk), y), xq, k, samples=eot)
+
     lo, hi = jnp.clip(x - eps, 0.0, 1.0), jnp.clip(x + eps, 0.0, 1.0)
     m_clean = score(x, k_clean)
     attack = m_clean > 0  # only correctly classified examples are attacked
-    x_init = jnp.clip(x + eps * sign(k_stripes, (B, 1, W, C)), 0.0, 1.0)
+    x_init = jnp.clip(x + eps * stripes, 0.0, 1.0)
     m_init = score(x_init, k_init)
     x_best = jnp.where(attack[:, None, None, None], x_init, x)
     m_best = jnp.where(attack, m_init, m_clean)
     queries = 1 + attack.astype(jnp.int32)
-    rows, cols = jnp.arange(H), jnp.arange(W)
+    r_idx, c_idx = jnp.arange(H), jnp.arange(W)
 
     def cond(state):
         i, _, m, _ = state
@@ -182,12 +199,12 @@ def _square(logits_fn, x, y, key, eps, *, n_queries, p_init, eot):
         active = m_best > 0
         s = sizes[i]
         k_h, k_w, k_s, k_m = jax.random.split(jax.random.fold_in(k_loop, i), 4)
-        vh = jax.random.randint(k_h, (B, 1), 0, H - s + 1)
-        vw = jax.random.randint(k_w, (B, 1), 0, W - s + 1)
-        in_h = (rows >= vh) & (rows < vh + s)
-        in_w = (cols >= vw) & (cols < vw + s)
+        vh, vw, sg = compact.take(rows, jax.random.randint(k_h, (N, 1), 0, H - s + 1),
+                                  jax.random.randint(k_w, (N, 1), 0, W - s + 1), sign(k_s, (N, 1, 1, C)))
+        in_h = (r_idx >= vh) & (r_idx < vh + s)
+        in_w = (c_idx >= vw) & (c_idx < vw + s)
         window = in_h[:, :, None, None] & in_w[:, None, :, None]
-        delta = jnp.where(window, 2.0 * eps * sign(k_s, (B, 1, 1, C)), 0.0)
+        delta = jnp.where(window, 2.0 * eps * sg, 0.0)
         x_new = jnp.clip(x_best + delta, lo, hi)
         m_new = score(x_new, k_m)
         better = active & (m_new < m_best)
