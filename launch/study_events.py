@@ -102,20 +102,23 @@ def _header(c: str, eps: dict) -> str:
     return c.replace("event-l0-k", "event-l0 k=").replace("event-random-k", "random k=")
 
 
-def events_table(workdir: str) -> str:
-    """``WORKDIR/events_table.md``: study.json's mean ± std per config, columns ordered by ε and by budget k."""
+def events_table(workdir: str, names=None) -> str:
+    """``WORKDIR/events_table.md``: study.json's mean ± std per config (rows in ``names`` order), columns ordered
+    by ε and by budget k; a cell measured on fewer seeds than its row (a record of an older suite) is left out."""
     from jsnn import io
 
     summary = io.read_json(os.path.join(workdir, "study.json"))["summary"]
+    rows = [n for n in (names or sorted(summary)) if n in summary]
+    full = lambda v, c: c in v["stats"] and v["stats"][c][2] == len(v["seeds"])  # noqa: E731
     eps = {c: e for v in summary.values() for c, e in v["eps"].items()}
-    cols = sorted({c for v in summary.values() for c in v["stats"] if not c.startswith("worst")},
+    cols = sorted({c for n in rows for c in summary[n]["stats"] if not c.startswith("worst") and full(summary[n], c)},
                   key=lambda c: _column_key(c, eps))
     head = [_header(c, eps) for c in cols]
     lines = ["| config | seeds | " + " | ".join(head) + " | sanity |", "|---|---|" + "---|" * (len(cols) + 1)]
-    for name, v in summary.items():
-        cells = []
+    for name in rows:
+        v, cells = summary[name], []
         for c in cols:
-            m, sd, _ = v["stats"].get(c, (float("nan"),) * 3)
+            m, sd, _ = v["stats"][c] if full(v, c) else (float("nan"),) * 3
             cells.append("–" if m != m else f"{100 * m:.1f} ± {100 * sd:.1f}" if sd == sd else f"{100 * m:.1f}")
         flag = f"⚠ seeds {v['possible_gradient_masking']}" if v["possible_gradient_masking"] else "ok"
         lines.append(f"| {name} | {len(v['seeds'])} | " + " | ".join(cells) + f" | {flag} |")
@@ -140,7 +143,7 @@ def main(argv):
             failed = run_study(FLAGS.workdir, names, seeds, num_epochs=FLAGS.num_epochs, at_eps=FLAGS.at_eps,
                                overrides=overrides)
         study_defenses.summarize(FLAGS.workdir, names, seeds)
-        print(events_table(FLAGS.workdir))
+        print(events_table(FLAGS.workdir, names))
         if failed:
             print(f"failed runs (see their error.txt): {', '.join(failed)}", file=sys.stderr)
             sys.exit(1)
