@@ -14,7 +14,7 @@ import jsnn
 
 MODULES = sorted(m.name for m in pkgutil.walk_packages(jsnn.__path__, prefix="jsnn."))
 # Modules whose docstrings hold runnable examples today; the list only grows.
-WITH_EXAMPLES = ("jsnn.attacks", "jsnn.attacks.apgd", "jsnn.attacks.autoattack", "jsnn.attacks.common",
+WITH_EXAMPLES = ("jsnn.attacks", "jsnn.attacks.apgd", "jsnn.attacks.autoattack", "jsnn.attacks.common", "jsnn.attacks.compact",
                  "jsnn.attacks.eot", "jsnn.attacks.events", "jsnn.attacks.fab", "jsnn.attacks.fgsm", "jsnn.attacks.ensemble", "jsnn.attacks.gradients",
                  "jsnn.attacks.losses", "jsnn.attacks.pgd", "jsnn.attacks.square", "jsnn.attacks.transfer",
                  "jsnn.attacks.adaptive", "jsnn.attacks.sapgd",
@@ -27,7 +27,7 @@ WITH_EXAMPLES = ("jsnn.attacks", "jsnn.attacks.apgd", "jsnn.attacks.autoattack",
                  "jsnn.evaluate", "jsnn.evaluate.events", "jsnn.evaluate.report", "jsnn.evaluate.runner",
                  "jsnn.evaluate.sanity", "jsnn.evaluate.settings", "jsnn.evaluate.suite", "jsnn.layers", "jsnn.losses",
                  "jsnn.models", "jsnn.models.base",
-                 "jsnn.models.resnet", "jsnn.models.sequential", "jsnn.models.small", "jsnn.models.vgg", "jsnn.models.wrappers", "jsnn.neuron", "jsnn.parallel",
+                 "jsnn.models.resnet", "jsnn.models.sequential", "jsnn.models.small", "jsnn.models.stem", "jsnn.models.vgg", "jsnn.models.wrappers", "jsnn.neuron", "jsnn.parallel",
                  "jsnn.surrogate", "jsnn.sweep", "jsnn.sweep.grid", "jsnn.sweep.runner", "jsnn.sweep.summary",
                  "jsnn.tensorboard", "jsnn.train")
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE

@@ -416,3 +416,36 @@ def test_model_surrogate_must_be_a_concrete_spec():
     m = models.with_estimator(model, surrogate=surrogate.Surrogate(jnp.asarray(1), jnp.asarray(3.0)))
     assert m.neuron.surrogate == surrogate.atan(3.0) and isinstance(m.neuron.surrogate.width, float)
     hash(m)
+
+
+# ----------------------------------------------------------------------------- first layer once over T
+
+
+@pytest.mark.parametrize("factory", [small.DigitsConv, small.DigitsMLP,
+                                     lambda **kw: vgg.SpikingVGG(stages=("A", 8, "M", 8), hidden=(16,), **kw)])
+def test_direct_coding_computes_the_first_layer_once_with_bitwise_identical_outputs(factory, monkeypatch):
+    """models.stem: the first layer on [B] repeated over T = on the repeated [B·T] input (forward bit for bit,
+    BatchNorm statistics too); input gradients agree to float rounding (the sum over T moves)."""
+    from jsnn.models import stem
+
+    model = factory(num_classes=K, T=3, neuron=LIF, input_channels=1)
+    x = jax.random.uniform(jax.random.PRNGKey(0), (4, 8, 8, 1))
+    y = jnp.arange(4) % K
+    variables = model.init(jax.random.PRNGKey(1), x)
+
+    def outputs(once):
+        monkeypatch.setattr(stem, "FIRST_LAYER_ONCE", once)
+
+        def go(x):  # a new function: traced with the flag as it is now
+            def loss(x):
+                logits, state = model.apply(variables, x, train=True, mutable=["batch_stats"])
+                return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), (logits, state)
+            (_, aux), g = jax.value_and_grad(loss, has_aux=True)(x)
+            return model.apply(variables, x), aux, g
+        return fast(go, x)
+
+    (ev1, (tr1, st1), g1), (ev0, (tr0, st0), g0) = outputs(True), outputs(False)
+    np.testing.assert_array_equal(ev1, ev0)
+    np.testing.assert_array_equal(tr1, tr0)
+    jax.tree.map(np.testing.assert_array_equal, st1, st0)
+    np.testing.assert_allclose(g1, g0, rtol=1e-5, atol=1e-6 * float(jnp.abs(g0).max()))

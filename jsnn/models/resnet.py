@@ -40,8 +40,9 @@ from typing import Optional, Sequence, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jsnn.layers import Encoder, Normalize, SpikingNeuron, batch_norm, time_average
+from jsnn.layers import SpikingNeuron, batch_norm, time_average
 from jsnn.models.base import SpikingModel
+from jsnn.models.stem import encode_first
 from jsnn.neuron import NeuronConfig
 from jsnn.models.vgg import CONV_INIT, DENSE_INIT, check_rate, spiking_dense
 
@@ -157,9 +158,7 @@ class WideResNet(SpikingModel):
         rate = check_rate(self.dropout)
         n = (self.depth - 4) // 6
         k = self.widen_factor
-        h = Encoder(self.T, self.encoder)(x)
-        h = Normalize(self.mean, self.std)(h)
-        h = conv3x3(16, name="stem")(h)
+        h = encode_first(self, x, conv3x3(16, name="stem"))
         for g, (width, stride) in enumerate(((16 * k, 1), (32 * k, 2), (64 * k, 2))):
             for i in range(n):
                 h = WideBlock(width, stride if i == 0 else 1, self.T, self.neuron, rate,
@@ -223,9 +222,7 @@ class SpikingResNet(SpikingModel):
         self.check_input(x)
         stages = _check_stage_triples(self.stages)
         vth = float(self.neuron.v_threshold)
-        h = Encoder(self.T, self.encoder)(x)
-        h = Normalize(self.mean, self.std)(h)
-        h = conv3x3(self.stem_features, name="stem")(h)
+        h = encode_first(self, x, conv3x3(self.stem_features, name="stem"))
         h = td_batch_norm(train, 1.0, vth, self.tdbn, name="stem_bn")(h)
         h = SpikingNeuron(self.T, self.neuron, name="stem_sn")(h)
         for s, (width, blocks, stride) in enumerate(stages):
@@ -341,13 +338,12 @@ class SEWResNet(SpikingModel):
         stem = self.stem
         if stem == "auto":
             stem = "cifar" if max(x.shape[-3], x.shape[-2]) <= 64 else "imagenet"
-        h = Encoder(self.T, self.encoder)(x)
-        h = Normalize(self.mean, self.std)(h)
         if stem == "imagenet":
-            h = nn.Conv(widths[0], (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
-                        kernel_init=CONV_INIT, name="stem")(h)
+            first = nn.Conv(widths[0], (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
+                            kernel_init=CONV_INIT, name="stem")
         else:
-            h = conv3x3(widths[0], name="stem")(h)
+            first = conv3x3(widths[0], name="stem")
+        h = encode_first(self, x, first)
         h = batch_norm(train, name="stem_bn")(h)
         h = SpikingNeuron(self.T, self.neuron, name="stem_sn")(h)
         if stem == "imagenet":

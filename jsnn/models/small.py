@@ -18,8 +18,9 @@ from typing import Sequence
 
 import flax.linen as nn
 
-from jsnn.layers import Encoder, Normalize, SpikingNeuron, batch_norm, time_average
+from jsnn.layers import SpikingNeuron, batch_norm, time_average
 from jsnn.models.base import SpikingModel
+from jsnn.models.stem import encode_first
 
 
 class SpikingConvNet(SpikingModel):
@@ -45,10 +46,10 @@ class SpikingConvNet(SpikingModel):
     @nn.compact
     def __call__(self, x, train: bool = False):
         self.check_input(x)
-        h = Encoder(self.T, self.encoder)(x)
-        h = Normalize(self.mean, self.std)(h)
-        for f in self.features:
-            h = nn.Conv(f, (3, 3), padding="SAME", use_bias=False)(h)
+        conv = lambda f: nn.Conv(f, (3, 3), padding="SAME", use_bias=False)
+        h = None if self.features else encode_first(self, x, lambda a: a)
+        for i, f in enumerate(self.features):
+            h = encode_first(self, x, conv(f)) if i == 0 else conv(f)(h)
             h = batch_norm(train)(h)
             h = SpikingNeuron(self.T, self.neuron)(h)
         h = nn.avg_pool(h, (2, 2), (2, 2))
@@ -77,11 +78,14 @@ class SpikingMLP(SpikingModel):
     @nn.compact
     def __call__(self, x, train: bool = False):
         self.check_input(x)
-        h = Encoder(self.T, self.encoder)(x)
-        h = Normalize(self.mean, self.std)(h)
-        h = h.reshape((h.shape[0], -1))
-        for f in self.hidden:
-            h = nn.Dense(f, use_bias=False)(h)
+        dense = lambda f: nn.Dense(f, use_bias=False)
+        flat = lambda a: a.reshape((a.shape[0], -1))
+        h = None if self.hidden else flat(encode_first(self, x, lambda a: a))
+        for i, f in enumerate(self.hidden):
+            if i == 0:
+                h = encode_first(self, x, lambda a: dense(f)(flat(a)))
+            else:
+                h = dense(f)(h)
             h = batch_norm(train)(h)
             h = SpikingNeuron(self.T, self.neuron)(h)
         logits = nn.Dense(self.num_classes)(h)

@@ -33,8 +33,9 @@ from typing import Sequence, Union
 
 import flax.linen as nn
 
-from jsnn.layers import Encoder, Normalize, SpikingNeuron, batch_norm, time_average
+from jsnn.layers import SpikingNeuron, batch_norm, time_average
 from jsnn.models.base import SpikingModel
+from jsnn.models.stem import encode_first
 from jsnn.neuron import NeuronConfig
 
 # PyTorch-reference initialisers (torchvision / SNN-RAT / SpikingJelly models).
@@ -126,15 +127,16 @@ class SpikingVGG(SpikingModel):
         n_pool = sum(1 for s in stages if s in POOLS)
         if min(x.shape[-3], x.shape[-2]) < 2 ** n_pool:
             raise ValueError(f"model input: {n_pool} pooling stages need H, W >= {2 ** n_pool}, got shape {x.shape}")
-        h = Encoder(self.T, self.encoder)(x)
-        h = Normalize(self.mean, self.std)(h)
-        for s in stages:
+        h = None if stages else encode_first(self, x, lambda a: a)
+        for i, s in enumerate(stages):
             if s == "A":
-                h = nn.avg_pool(h, (2, 2), (2, 2))
+                layer = lambda a: nn.avg_pool(a, (2, 2), (2, 2))
             elif s == "M":
-                h = nn.max_pool(h, (2, 2), (2, 2))
+                layer = lambda a: nn.max_pool(a, (2, 2), (2, 2))
             else:
-                h = nn.Conv(s, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, kernel_init=CONV_INIT)(h)
+                layer = nn.Conv(s, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, kernel_init=CONV_INIT)
+            h = encode_first(self, x, layer) if i == 0 else layer(h)  # direct coding: once over T
+            if s not in POOLS:
                 h = batch_norm(train)(h)
                 h = SpikingNeuron(self.T, self.neuron)(h)
         h = h.reshape((h.shape[0], -1))
