@@ -10,7 +10,7 @@ import pytest
 
 from jsnn import sweep
 from launch import common
-from launch.configs import study_digits
+from launch.configs import study_digits, study_events
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -122,3 +122,25 @@ def test_study_summary_from_run_files(tmp_path):
     assert "| vanilla | 2 | 0.9900 ± 0.0141 |" in table and "pgd20-linf-eps51/255" in table
     assert "| rsc (stoch.) ⚠ | 1 | 0.9600 ± – |" in table
     assert (tmp_path / "plots" / "tradeoff.png").exists() and (tmp_path / "plots" / "accuracy_vs_eps.png").exists()
+
+
+def test_event_study_configs_and_protocol(tmp_path):
+    """launch/configs/study_events.py: every config loads for event data and plans both threat models."""
+    from jsnn import models
+    from jsnn.evaluate import events, settings, suite
+
+    spec, base = study_events.get_sweep(), study_events.get_config()
+    names = sweep.config_names(sweep.parse_grid(spec["grid"], base))
+    configs, _ = common.named_configs("launch/configs/study_events.py", names, [], spec, str(tmp_path))
+    for name, config in configs.items():
+        assert config.train.num_epochs == 3.0 and config.train.num_steps is None
+        ev = settings.resolve_eval_config(config, sweep.parse_overrides(spec["evaluate"], base.evaluate))
+        info = events.info_of(models.dataset_info(config))
+        assert info is not None, name
+        recs = suite.plan(ev, stochastic=False, spiking=True, events=info)
+        assert {r["input"] for r in recs} == {"frames", "events"} and not any(r.get("skip") for r in recs)
+        assert [r["name"] for r in recs if r["kind"] == "event-l0"] == ["event-l0-k1", "event-l0-k5", "event-l0-k20"]
+    for name in ("events_at", "events_sr_at"):
+        at = configs[name].defense.at
+        assert at.eps == 0.1 and at.step_size == pytest.approx(2.5 * 0.1 / at.steps)
+    assert configs["events_vanilla"].defense.name == "none"
