@@ -31,10 +31,10 @@ counts, ``draws`` for judging; ``full_output=True`` returns ``(x_adv, info)``)::
         # (+ seconds with batch_size); autoattack_summary(info) -> {"clean": a0, "apgd-ce": a1, ...}
     ensemble(attack, estimators, make_logits_fn, *, draws=1, chunk=None, search_examples=32)
         # call: ens(logits_fn, x, y, key, *, eps, full_output=False, **attack_kwargs); logits_fn judges;
+        # estimators: Estimators, specs or presets ("sr", "tmlr", "strong"; gradients.expand);
         # info: x_adv [E, B, ...], correct [E, M, B], robust [M, B], accuracy, accuracy_all_draws,
         # per_estimator [E], worst [B], names [E], search {name: grid, accuracy, chosen, width, cost}
     transfer(attack, source_logits_fn, *, draws=1, chunk=None)
-        # estimators: Estimators, specs or presets ("sr", "tmlr", "strong"; gradients.expand);
         # info: correct [M, B], accuracy, accuracy_all_draws
     # event frames (values k/m): at most `budget` added/removed events, output on the lattice
     event_attack(logits_fn, x, y, key, *, budget, max_count=1, steps=10, per_step=None, restarts=1, loss="ce",
