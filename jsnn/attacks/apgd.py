@@ -266,33 +266,20 @@ def _apgd_t(logits_fn, x, y, key, eps, *, norm, steps, num_targets, restarts, lo
     return common.select_best(common.map_chunked(per_target, (targets, keys), target_chunk))
 
 
-@functools.partial(jax.jit, static_argnames=("norm", "steps", "restarts", "loss", "eot", "random_start",
-                                             "rho", "eot_chunk"))
-def _apgd_group(logits_fn, x, y, keys, eps, targets, rows, *, norm, steps, restarts, loss, eot, random_start, rho,
-                eot_chunk):
-    """A group of targets under ``vmap`` on ``x[rows]``, reduced to the best point per example."""
-    kw = dict(norm=norm, steps=steps, restarts=restarts, loss=loss, eot=eot, random_start=random_start, rho=rho,
-              eot_chunk=eot_chunk, restart_chunk=None)
-    one = lambda k, t: _apgd(logits_fn, x, y, k, eps, t, rows, **kw)
-    return common.select_best(jax.vmap(one)(keys, targets))
+def _apgd_t_compacted(logits_fn, x, y, key, eps, active, *, num_targets, eot, eot_chunk, **kw) -> Best:
+    """The targets in sequence, each on the examples no earlier target has fooled (host compaction).
 
-
-def _apgd_t_compacted(logits_fn, x, y, key, eps, active, *, num_targets, **kw) -> Best:
-    """The first target alone, then the others together (``vmap``), on the examples it did not fool.
-
-    The reference cascade runs every target on the still-robust examples only; jsnn keeps the
-    other targets in one vmapped batch (one big batch runs faster on a CPU than 8 small ones) and
-    compacts once, after the first target (the runner-up class, which fools most of what falls).
-    An example fooled by the first target keeps its point; the others keep the best point over
-    all targets, as :func:`_apgd_t`. Keys as :func:`_apgd_t`.
+    An example fooled by target j keeps target j's point (the reference cascade); the others keep
+    the best point over all targets, as :func:`_apgd_t`. Keys as :func:`_apgd_t`.
     """
-    targets, keys = _targets(logits_fn, x, key, num_targets=num_targets, eot=kw["eot"], eot_chunk=kw["eot_chunk"])
+    targets, keys = _targets(logits_fn, x, key, num_targets=num_targets, eot=eot, eot_chunk=eot_chunk)
     best = _unattacked(x)
     todo = np.asarray(active, bool)
-    for j, group in enumerate((slice(0, 1), slice(1, num_targets))):
-        if not todo.any() or group.start >= num_targets:
+    for j in range(num_targets):
+        if not todo.any():
             break
-        call = functools.partial(_apgd_group, logits_fn, x, y, keys[group], eps, targets[group], **kw)
+        call = functools.partial(_apgd, logits_fn, x, y, keys[j], eps, targets[j], eot=eot, eot_chunk=eot_chunk,
+                                 restart_chunk=None, **kw)
         part = compact.run(call, todo, _unattacked(x))
         better = np.asarray(common.is_better(part.loss, part.fooled, best.loss, best.fooled)) & todo
         if j == 0:
@@ -311,12 +298,11 @@ def apgd_targeted(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int =
     """APGD-T: APGD with the targeted DLR loss against each of the top ``num_targets`` other classes.
 
     Arguments as in :func:`apgd`; targets come from the (EOT-averaged) clean logits. Concrete
-    inputs: the first target runs on the (``active``) examples, then the other ``num_targets − 1``
-    (9 in AutoAttack) together under ``vmap`` on the examples it did not fool, compacted into
-    bucketed batches (an example fooled by the first target returns its point). Traced inputs
-    (inside a jit): all targets run on every example under ``vmap``, in chunks of ``target_chunk``
-    if given. A fooled example returns its highest-loss fooling point; both agree on which
-    examples are fooled.
+    inputs: the ``num_targets`` (9 in AutoAttack) targets run in sequence, each only on the
+    (``active``) examples no earlier target fooled, compacted into bucketed batches (an example
+    fooled by target j returns target j's point). Traced inputs (inside a jit): all targets run
+    on every example under ``vmap``, in chunks of ``target_chunk`` if given, and a fooled example
+    returns its highest-loss fooling point. The two agree on which examples are fooled.
 
     Example:
         The targeted DLR loss needs K ≥ 4 classes; here classes 2 and 3 are never predicted:
