@@ -38,7 +38,8 @@ import numpy as np
 from jsnn.attacks import common, compact
 from jsnn.attacks import losses as losses_lib
 from jsnn.attacks.common import Best, expand
-from jsnn.attacks.eot import check_eot, expectation, oracle
+from jsnn.attacks.eot import expectation, oracle
+from jsnn.attacks.pgd import check_iterative
 from jsnn.config import check_int
 
 
@@ -154,12 +155,7 @@ def _unattacked(x) -> Best:
 
 
 def _check(logits_fn, x, y, key, eps, norm, steps, restarts, eot, rho):
-    x, y = common.check_inputs(x, y, key, logits_fn)
-    common.check_norm(norm)
-    common.check_eps(eps, batch=x.shape[0])
-    check_int(steps, "steps", where="attack ")
-    check_int(restarts, "restarts", where="attack ")
-    check_eot(eot)
+    x, y = check_iterative(logits_fn, x, y, key, eps, norm, steps, restarts, eot)
     if not (0.0 < float(rho) <= 1.0):
         raise ValueError(f"apgd rho: must be in (0, 1], got {rho!r}")
     return x, y

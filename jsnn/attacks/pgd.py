@@ -50,6 +50,20 @@ def _pgd(logits_fn, x, y, key, eps, step_size, target, *, norm, steps, restarts,
     return common.run_restarts(run, key, restarts, restart_chunk)
 
 
+def check_iterative(logits_fn, x, y, key, eps, norm, steps, restarts, eot):
+    """The boundary checks of an iterative gradient attack (PGD, APGD): inputs, norm, ε, counts, EOT.
+
+    Returns ``(x, y)`` as arrays; each failure is one ``ValueError`` line naming the argument.
+    """
+    x, y = common.check_inputs(x, y, key, logits_fn)
+    common.check_norm(norm)
+    common.check_eps(eps, batch=x.shape[0])
+    check_int(steps, "steps", where="attack ")
+    check_int(restarts, "restarts", where="attack ")
+    check_eot(eot)
+    return x, y
+
+
 def pgd(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 10, step_size=None,
         restarts: int = 1, loss="ce", target=None, random_start: bool = True, eot: int = 1,
         eot_chunk: Optional[int] = None, restart_chunk: Optional[int] = None, unroll: Optional[int] = None,
@@ -91,12 +105,7 @@ def pgd(logits_fn, x, y, key, *, eps, norm: str = "linf", steps: int = 10, step_
         >>> best.fooled.tolist(), bool(jnp.all(jnp.abs(best.x - x) <= 0.15 + 1e-6))
         ([True, False], True)
     """
-    x, y = common.check_inputs(x, y, key, logits_fn)
-    common.check_norm(norm)
-    common.check_eps(eps, batch=x.shape[0])
-    check_int(steps, "steps", where="attack ")
-    check_int(restarts, "restarts", where="attack ")
-    check_eot(eot)
+    x, y = check_iterative(logits_fn, x, y, key, eps, norm, steps, restarts, eot)
     common.check_target(loss, target, y)
     unroll = common.default_unroll(steps, unroll)
     if step_size is None:
