@@ -1,6 +1,6 @@
 """Event digits, PGD adversarial training (Madry et al. 2018) on the frames at ε = 0.1 (dense L∞, frame units).
 
-Command (≈6× the events_vanilla time: 0.2 vs 1.3 steps/s measured on the same loaded 2-core machine):
+Command (slower than events_vanilla by its inner PGD; not timed on an idle machine):
   python -m launch.train --config=launch/configs/events_at.py --workdir=/tmp/jsnn/events_at
 Inner attack: PGD-5 in frame space (L∞, projected to [0, 1]), step 2.5·ε/5, random start, BatchNorm in
 eval mode, the training surrogate; the defense is exactly the one of ``digits_at.py``.

@@ -1,6 +1,6 @@
 """Event digits, sparse-gradient regularization SR (Liu et al. 2024) on the frames: CE + λ·mean(D²).
 
-Command (≈2× the events_vanilla time: 0.6 vs 1.3 steps/s measured on the same loaded 2-core machine):
+Command (slower than events_vanilla by its finite-difference term; not timed on an idle machine):
   python -m launch.train --config=launch/configs/events_sr.py --workdir=/tmp/jsnn/events_sr
 D ≈ ‖∇ₓσ(z_y − z_j*)‖₁ with x the frames; h and λ as in ``digits_sr.py`` (h = 0.01, λ = 0.03).
 """
