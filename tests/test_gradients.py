@@ -190,6 +190,41 @@ def test_hart_search_picks_the_weakest_width_and_reports_its_cost():
     np.testing.assert_allclose(np.asarray(info["x_adv"][0]), np.asarray(alone), atol=1e-6)
 
 
+def test_cascade_gives_the_verdict_of_every_member_on_every_example():
+    """full=k: later members attack only the still-robust examples (compacted, padded), yet an example is
+    robust exactly when it survives every member attacking every example (random_start=False: deterministic)."""
+    x, y = data(40)
+    kw = dict(eps=0.5, steps=3, random_start=False)
+    members = gradients.expand("triangle:3,rectangle:4,default,sr,exponential_d:2,exponential:2,rectangle:2,"
+                               "triangle:2,triangle:0.25,ann,hart:0.5/2")
+    judge = make_logits_fn(None, None)
+    xa_all, every = attacks.ensemble(attacks.pgd, members, make_logits_fn, search_examples=4)(
+        judge, x, y, KEY, full_output=True, **kw)
+    xa, casc = attacks.ensemble(attacks.pgd, members, make_logits_fn, search_examples=4, full=2)(
+        judge, x, y, KEY, full_output=True, **kw)
+    robust = np.asarray(every["robust"])
+    assert 0 < robust.mean() < np.asarray(every["correct"])[:2].all(0).mean()  # later members break some
+    np.testing.assert_array_equal(np.asarray(casc["robust"]), robust)
+    assert float(casc["accuracy"]) == float(every["accuracy"])
+    np.testing.assert_array_equal(np.asarray(casc["correct"]), np.asarray(every["correct"])[:2])
+    assert casc["names"] == ["triangle(3)", "rectangle(4)"]
+    # the log: stages of ≤ 4 stacked members of one mode, each attacking the examples robust before it
+    log = casc["cascade"]
+    assert [len(st["members"]) for st in log] == [1, 3, 1, 4, 1, 1, 1]
+    assert log[1]["members"] == ["triangle(1)", "sigmoid(4)", "atan(2)"] and log[2]["members"] == ["bptr"]
+    assert log[0]["attacked"] == int(np.asarray(every["correct"])[:2].all(0).sum())
+    for before, after in zip(log, log[1:]):
+        assert after["attacked"] == round(before["accuracy"] * 40)
+    assert log[-1]["accuracy"] == pytest.approx(float(every["accuracy"]), abs=1e-6)
+    # the points: in the ball and [0, 1]; a broken example's point is misclassified
+    assert float(jnp.abs(xa - x).max()) <= 0.5 + 1e-6 and float(xa.min()) >= 0 and float(xa.max()) <= 1
+    wrong = np.asarray(jnp.argmax(judge(xa, None), -1) != y)
+    np.testing.assert_array_equal(wrong, ~robust[0])
+    assert "hart(0.5|2)" in casc["search"] and casc["search"]["hart(0.5|2)"]["examples"] == 4
+    with pytest.raises(ValueError, match="^ensemble full: a cascade compacts on the host"):
+        jax.jit(lambda x: attacks.ensemble(attacks.pgd, members, make_logits_fn, full=5)(judge, x, y, KEY, **kw))(x)
+
+
 # ----------------------------------------------------------------------------- evaluate: settings, record, flag
 
 
@@ -222,6 +257,30 @@ def test_ensemble_record_members_and_search_summary():
     worst = report.worst_case({"e": dict(rec, accuracy=float(hits.mean()), accuracy_all_draws=float(hits.mean()),
                                          **out)}, 0.3)
     assert worst["member"]["accuracy"] == min(out["per_estimator_accuracy"].values())
+
+
+def test_ensemble_record_cascade_and_family_columns():
+    from jsnn.sweep.summary import ensemble_columns
+    ev = settings.default_eval_config()
+    ev.attacks, ev.main_eps, ev.ensemble_steps, ev.batch_size = "ensemble", "0.5", 2, 16
+    ev.ensemble, ev.ensemble_full = "default,sr,rectangle:2,triangle:2,ann", "default,sr"
+    rec = suite.plan(ev, stochastic=False, spiking=True)[0]
+    assert rec["settings"]["full"] == ["default", "sr"]
+    x, y = data(16)
+    target = suite.Target(make_logits_fn(None, None), make_logits_fn)
+    hits, extra = suite.run_batch(rec, target, x, y, KEY)
+    out = suite.summarize(rec, {k: np.asarray(v) for k, v in extra.items()})
+    assert list(out["per_estimator_accuracy"]) == ["default", "triangle(1)", "sigmoid(4)", "atan(2)", "bptr"]
+    casc = out["cascade"]
+    assert [c["members"] for c in casc] == [["default", "triangle(1)", "sigmoid(4)", "atan(2)", "bptr"],
+                                            ["rectangle(2)", "triangle(2)"], ["ann"]]
+    assert casc[0]["attacked"] == 16 and casc[1]["attacked"] == round(casc[0]["accuracy"] * 16)
+    assert casc[-1]["accuracy"] == pytest.approx(hits.mean()) and casc[0]["accuracy"] >= casc[-1]["accuracy"]
+    assert out["subset_accuracy"]["sr"] >= casc[0]["accuracy"]
+    cols = ensemble_columns("e", out)
+    assert list(cols) == ["e [sr]", "e [full]", "e [+bptt]", "e [+ann]"] and cols["e [+ann]"] == casc[-1]["accuracy"]
+    with pytest.raises(ValueError, match=r"^evaluate\.ensemble_full: 'bptr,rga' names rga\(0\.2\) outside"):
+        settings.resolve_eval_config(None, {"ensemble": "sr", "ensemble_full": "bptr,rga"})
 
 
 def _records(members):

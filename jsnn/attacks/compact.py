@@ -32,23 +32,32 @@ import numpy as np
 MIN_BUCKET = 8
 
 
-def bucket(n: int, full: int) -> int:
-    """The padded size of ``n`` active rows: the smallest power of two ≥ max(n, 8), capped at ``full``."""
+def bucket(n: int, full: int, step: Optional[int] = None) -> int:
+    """The padded size of ``n`` active rows, capped at ``full``: the smallest power of two ≥ max(n, 8),
+    or, given ``step``, the smallest multiple of ``step`` ≥ n (finer: less padding, more shapes).
+
+    Example:
+        >>> from jsnn.attacks import compact
+        >>> [compact.bucket(n, 100, step=16) for n in (1, 16, 17, 40, 97)]
+        [16, 16, 32, 48, 100]
+    """
+    if step is not None:
+        return min(max(int(step), -(-int(n) // int(step)) * int(step)), int(full))
     return min(max(MIN_BUCKET, 1 << max(int(n) - 1, 0).bit_length()), int(full))
 
 
-def chunks(active, chunk: Optional[int] = None) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+def chunks(active, chunk: Optional[int] = None, step: Optional[int] = None) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
     """``(selected rows, padded rows)`` for the active rows, in chunks of at most ``chunk`` (default: all).
 
     ``padded rows`` repeats ``selected rows`` up to :func:`bucket` of its length (the batch, or
-    ``chunk``, caps it); results of the padding rows are discarded by the caller.
+    ``chunk``, caps it; ``step`` as there); results of the padding rows are discarded by the caller.
     """
     active = np.asarray(active, bool)
     full = len(active) if chunk is None else min(int(chunk), len(active))
     sel = np.flatnonzero(active)
     for start in range(0, len(sel), max(full, 1)):
         s = sel[start:start + full]
-        yield s, np.resize(s, bucket(len(s), full))
+        yield s, np.resize(s, bucket(len(s), full, step))
 
 
 
@@ -67,7 +76,7 @@ def take(rows, *arrays):
     return out if len(out) != 1 else out[0]
 
 
-def run(call, active, init, chunk: Optional[int] = None):
+def run(call, active, init, chunk: Optional[int] = None, step: Optional[int] = None):
     """Runs ``call(rows) -> pytree`` on the compacted active rows and scatters it into ``init``.
 
     ``init`` is a pytree of full-batch arrays (the value of the inactive rows); every leaf of
@@ -82,7 +91,7 @@ def run(call, active, init, chunk: Optional[int] = None):
     """
     out = jax.tree.map(np.array, init)
     leaves, tree = jax.tree_util.tree_flatten(out)
-    for sel, rows in chunks(active, chunk):
+    for sel, rows in chunks(active, chunk, step):
         part = jax.tree_util.tree_leaves(call(rows))
         for leaf, p in zip(leaves, part):
             leaf[sel] = np.asarray(p)[:len(sel)]

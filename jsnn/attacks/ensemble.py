@@ -12,24 +12,38 @@ width: the attack runs with every width of the grid (vmapped) on the first ``sea
 images of the batch, the width whose points the true forward classifies correctly least often is
 kept (the first on ties), and the attack then runs on the whole batch with it. The search is
 part of the attack and its cost is reported in ``info["search"]``.
+
+A *cascade* (``full=k``): the first ``k`` members attack every example as above (their
+per-member accuracies are exact); each later member attacks only the examples still robust in
+some draw, compacted into batches padded to a multiple of :data:`CASCADE_BUCKET` (:mod:`jsnn.attacks.compact`), in stages of up to
+:data:`CASCADE_STACK` consecutive members of one gradient mode (stacked as above). The verdict is
+the same as every member attacking every example (an example is robust only if it survives
+all), as in AutoAttack's cascade (Croce & Hein 2020); what is lost is the later members'
+accuracy on the examples an earlier member already broke. Random starts and model noise of a
+compacted stage are drawn for the compacted batch (same distribution, other draws).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional, Sequence
+import time
+from typing import Callable, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jsnn import surrogate as surrogate_lib
 from jsnn.attacks import common
+from jsnn.attacks import compact
 from jsnn.attacks import gradients as gradients_lib
 from jsnn.attacks.eot import _correct_draws
 from jsnn.config import check_int
 
 # Attack keyword arguments passed as traced values (no recompilation when they change).
 DYNAMIC_KWARGS = frozenset({"eps", "step_size", "alpha", "target"})
+CASCADE_STACK = 4  # members of one cascade stage (one gradient mode, stacked under one vmap)
+CASCADE_BUCKET = 16  # a cascade stage pads its examples to a multiple of this (compact.bucket's step)
 
 
 def _layout(estimators):
@@ -43,6 +57,37 @@ def _layout(estimators):
         else:
             groups.setdefault(e.gradient, []).append(i)
     return tuple((g, tuple(ix)) for g, ix in groups.items()), tuple(singles), tuple(searches)
+
+
+def cascade_stages(estimators, start: int) -> Tuple[Tuple[int, ...], ...]:
+    """Member indices of the cascade stages after the first ``start`` members.
+
+    Consecutive members of one gradient mode with a fixed surrogate form a stage of at most
+    :data:`CASCADE_STACK` (run stacked); any other member (the model's own estimator, BPTR, the
+    ANN proxy, a width search) is a stage of its own.
+
+    Example:
+        >>> from jsnn.attacks import gradients
+        >>> from jsnn.attacks.ensemble import cascade_stages
+        >>> [e.name for e in gradients.expand("default,sr,tmlr")][5:10]
+        ['triangle(2)', 'triangle(3)', 'triangle(0.5)', 'triangle(0.25)', 'exponential_d(0.5)']
+        >>> cascade_stages(gradients.expand("default,sr,tmlr"), 5)
+        ((5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16), (17, 18, 19, 20), (21,))
+    """
+    stages, cur = [], []
+    for i in range(start, len(estimators)):
+        e = estimators[i]
+        stackable = e.surrogate is not None and not e.grid
+        if cur and (not stackable or len(cur) == CASCADE_STACK or estimators[cur[0]].gradient != e.gradient):
+            stages.append(tuple(cur))
+            cur = []
+        if stackable:
+            cur.append(i)
+        else:
+            stages.append((i,))
+    if cur:
+        stages.append(tuple(cur))
+    return tuple(stages)
 
 
 def _head(kw, n, batch):
@@ -90,8 +135,16 @@ def _ensemble(make_logits_fn, judge, x, y, key, stacked, grids, dynamic_kwargs, 
                    "worst": worst}, search
 
 
+def _plan(estimators):
+    """The static layout, stacked surrogates and search grids of a list of members."""
+    groups, singles, searches = _layout(estimators)
+    stacked = tuple(surrogate_lib.stack([estimators[i].surrogate for i in idx]) for _, idx in groups)
+    grids = tuple(surrogate_lib.stack(estimators[i].candidates()) for i, _ in searches)
+    return (groups, singles, searches), stacked, grids
+
+
 def ensemble(attack: Callable, estimators: Optional[Sequence], make_logits_fn: Callable, *, draws: int = 1,
-             chunk: Optional[int] = None, search_examples: int = 32) -> Callable:
+             chunk: Optional[int] = None, search_examples: int = 32, full: Optional[int] = None) -> Callable:
     """``attack`` once per gradient estimator, in one jit, as an attack: the worst case over estimators.
 
     The returned ``ens(logits_fn, x, y, key, *, eps, full_output=False, **attack_kwargs) -> x_adv``
@@ -124,6 +177,13 @@ def ensemble(attack: Callable, estimators: Optional[Sequence], make_logits_fn: C
         deterministic models).
       chunk: chunk size of the judgement draws.
       search_examples: images (the batch's first) a width search runs on.
+      full: ``None``: every member attacks every example. An integer k: a cascade (module
+        docstring): the first k members attack every example, the later ones only the still-robust
+        examples (concrete inputs only); ``info`` then holds ``correct`` / ``per_estimator`` /
+        ``x_adv`` of the first k members and ``cascade``, one entry per stage: ``members``
+        (names), ``attacked`` (examples), ``accuracy`` (robust accuracy after the stage, mean over
+        draws), ``seconds``, ``active`` ``[B]`` (the examples it attacked) and ``robust`` ``[M, B]``
+        (after it).
 
     Keys: estimator i attacks with ``split(key_attack, E)[i]`` (a searching member splits it
     into its search and run keys), the judgement uses ``key_judge``
@@ -166,9 +226,14 @@ def ensemble(attack: Callable, estimators: Optional[Sequence], make_logits_fn: C
         gradients_lib.check(e)
     check_int(draws, "draws", where="ensemble ")
     check_int(search_examples, "search_examples", where="ensemble ")
-    groups, singles, searches = _layout(estimators)
-    stacked = tuple(surrogate_lib.stack([estimators[i].surrogate for i in idx]) for _, idx in groups)
-    grids = tuple(surrogate_lib.stack(estimators[i].candidates()) for i, _ in searches)
+    if full is not None:
+        check_int(full, "full", where="ensemble ")
+        if full >= len(estimators):
+            full = None
+    first = estimators if full is None else estimators[:full]
+    (groups, singles, searches), stacked, grids = _plan(first)
+    stages = () if full is None else tuple((idx, _plan([estimators[i] for i in idx])) for idx in
+                                           cascade_stages(estimators, full))
     make = common.as_partial(make_logits_fn)
 
     def ensemble_attack(logits_fn, x, y, key, *, eps, full_output: bool = False, **attack_kwargs):
@@ -185,18 +250,58 @@ def ensemble(attack: Callable, estimators: Optional[Sequence], make_logits_fn: C
             hash(static_items)
         except TypeError as err:
             raise ValueError(f"ensemble: attack keyword arguments must be hashable or arrays ({err})") from None
-        x_adv, info, search = _ensemble(make, common.as_partial(logits_fn), x, y, key, stacked, grids, dynamic,
-                                        attack=attack, layout=(groups, singles, searches), num=len(estimators),
-                                        static_kwargs=static_items, draws=draws, chunk=chunk,
-                                        search_examples=search_examples)
+        judge = common.as_partial(logits_fn)
+        call = functools.partial(_ensemble, make, judge, attack=attack, static_kwargs=static_items, draws=draws,
+                                 chunk=chunk, search_examples=search_examples)
+        k_first = key if not stages else common.fold(key, 0)
+        x_adv, info, search = call(x, y, k_first, stacked, grids, dynamic, layout=(groups, singles, searches),
+                                   num=len(first))
+        search = {first[i].name: (first[i], s, x.shape[0]) for i, s in search.items()}
+        if stages:
+            if not common._concrete((x, y, key, dynamic)):
+                raise ValueError("ensemble full: a cascade compacts on the host; it needs concrete inputs (not traced)")
+            x_adv, info, search = _cascade(call, x, y, key, dynamic, stages, estimators, x_adv, info, search)
         if not full_output:
             return x_adv
-        n = min(search_examples, x.shape[0])
-        info = dict(info, names=[e.name for e in estimators], search={
-            estimators[i].name: dict(s, grid=estimators[i].grid, attacks=len(estimators[i].grid), examples=n,
-                                     relative_cost=len(estimators[i].grid) * n / x.shape[0])
-            for i, s in search.items()})
+        n_of = lambda b: min(search_examples, b)
+        info = dict(info, names=[e.name for e in first], search={
+            name: dict(s, grid=e.grid, attacks=len(e.grid), examples=n_of(b), relative_cost=len(e.grid) * n_of(b) / b)
+            for name, (e, s, b) in search.items()})
         return x_adv, info
 
     ensemble_attack.__name__ = f"ensemble_{getattr(attack, '__name__', 'attack')}"
     return ensemble_attack
+
+
+def _cascade(call, x, y, key, dynamic, stages, estimators, x_adv, info, search):
+    """The later stages of a cascade on the host: each attacks the examples robust in some draw, compacted."""
+    b = x.shape[0]
+    robust = np.array(info["robust"])  # [M, B]
+    fewest = np.array(info["correct"]).sum(1).min(0)  # per example: fewest draws correct under any member so far
+    x_adv = np.array(x_adv)
+    x_np, y_np = np.asarray(x), np.asarray(y)
+    per_example = {k: np.asarray(v) for k, v in dynamic.items() if np.ndim(v) >= 1 and np.shape(v)[0] == b}
+    log = []
+    for s, (idx, (layout, stacked, grids)) in enumerate(stages, start=1):
+        t0, active = time.perf_counter(), robust.any(0)
+        k_stage = common.fold(key, s)
+
+        def run(rows):
+            dyn = dict(dynamic, **{k: jnp.asarray(v[rows]) for k, v in per_example.items()})
+            xa, inf, srch = call(jnp.asarray(x_np[rows]), jnp.asarray(y_np[rows]), k_stage, stacked, grids, dyn,
+                                 layout=layout, num=len(idx))
+            for i, v in srch.items():
+                search[estimators[idx[i]].name] = (estimators[idx[i]], v, len(rows))
+            return xa, jnp.asarray(inf["robust"]).T, jnp.asarray(inf["correct"]).sum(1).min(0)
+
+        if active.any():
+            xa, rob, cnt = compact.run(run, active, (x_adv, robust.T, fewest), step=CASCADE_BUCKET)
+            better = active & (cnt < fewest)
+            x_adv[better], fewest = xa[better], np.minimum(fewest, cnt)
+            robust = robust & rob.T
+        log.append({"members": [estimators[i].name for i in idx], "attacked": int(active.sum()),
+                    "accuracy": float(robust.mean()), "seconds": time.perf_counter() - t0,
+                    "active": active, "robust": robust.copy()})
+    info = dict(info, robust=jnp.asarray(robust), accuracy=jnp.asarray(robust.mean()),
+                accuracy_all_draws=jnp.asarray(robust.all(0).mean()), cascade=log)
+    return jnp.asarray(x_adv), info, search

@@ -59,6 +59,9 @@ def default_eval_config() -> ml_collections.ConfigDict:
     c.draws = 10  # M fresh draws judging a stochastic model (deterministic models: 1)
     c.ensemble = "strong"  # estimators and presets (jsnn.attacks.gradients): strong | sr | tmlr | triangle:1,bptr,...
     c.ensemble_steps = 10  # PGD steps of each ensemble member
+    # members (estimators, presets) that attack every image; the other members attack only the images still
+    # robust (a cascade: the same verdict, less work; their per-member accuracy is not measured); "all": every member
+    c.ensemble_full = "all"
     c.transfer_from = ""  # workdir of a source run for the transfer attack
     c.transfer_steps = 10
     c.event_budgets = "1,5,20"  # event data: budgets k (added/removed events) of event-l0 / event-random
@@ -130,5 +133,6 @@ def validate_eval_config(ev) -> None:
             raise ValueError(f"empty; allowed: presets {', '.join(gradients_lib.PRESETS)} or estimators")
     except ValueError as e:
         raise ValueError(f"evaluate.ensemble: {e}") from None
+    suite.ensemble_members(ev.ensemble, ev.ensemble_full)
     for field in ("large_eps_max_accuracy", "tolerance", "zero_grad_max_fraction", "estimator_gap"):
         cfg_lib.check_number(ev.sanity[field], field, low=0, high=1, where="evaluate.sanity.")

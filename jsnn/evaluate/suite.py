@@ -45,6 +45,7 @@ import numpy as np
 
 from jsnn import attacks
 from jsnn.attacks import gradients as gradients_lib
+from jsnn.attacks.ensemble import cascade_stages
 from jsnn.evaluate import events as event_kinds
 
 _PGD = re.compile(r"^pgd(\d+)$")
@@ -180,28 +181,76 @@ def _sum_autoattack(extra, rec):
             "autoattack_majority_vote_accuracy": float(np.mean(extra["majority"]))}
 
 
+def ensemble_members(ensemble, full="all") -> tuple:
+    """``(members, k)``: the estimators of ``evaluate.ensemble`` with those of ``evaluate.ensemble_full`` first,
+    and how many of them attack every image (``None``: all, no cascade); one-line errors naming the field.
+
+    Example:
+        >>> from jsnn.evaluate import suite
+        >>> members, k = suite.ensemble_members("strong", "default,sr")
+        >>> k, [e.name for e in members][:6], len(members)
+        (5, ['default', 'triangle(1)', 'sigmoid(4)', 'atan(2)', 'bptr', 'triangle(2)'], 25)
+    """
+    members = gradients_lib.expand(parse_list(ensemble) if isinstance(ensemble, str) else ensemble)
+    spec = ",".join(full) if isinstance(full, (list, tuple)) else str(full).strip()
+    if spec.lower() == "all":
+        return members, None
+    try:
+        first = gradients_lib.expand(parse_list(spec))
+    except ValueError as e:
+        raise ValueError(f"evaluate.ensemble_full: {e}") from None
+    names = {e.name for e in members}
+    outside = [e.name for e in first if e.name not in names]
+    if not first or outside:
+        raise ValueError(f"evaluate.ensemble_full: {spec!r} names {', '.join(outside) or 'no member'} outside "
+                         f"evaluate.ensemble; allowed: 'all' or members of the ensemble")
+    names = {e.name for e in first}
+    return tuple(first) + tuple(e for e in members if e.name not in names), len(first)
+
+
 def _run_ensemble(rec, t, x, y, key):
     s = rec["settings"]
-    members = gradients_lib.expand(s["estimators"])
+    members, full = ensemble_members(s["estimators"], s.get("full", "all"))
     ens = attacks.ensemble(attacks.pgd, members, t.make, draws=s["draws"], chunk=_chunk(s),
-                           search_examples=SEARCH_EXAMPLES)
+                           search_examples=SEARCH_EXAMPLES, full=full)
     # Beyond the SR four, PGD's step loop stays rolled: each member group is its own PGD trace in the one
     # program, and unrolled (jsnn.attacks.common.default_unroll) the strong preset's program took minutes and
     # ~16 GB to compile on CPU for the digits model.
     unroll = None if len(members) <= ENSEMBLE_UNROLLED else 1
     _, info = ens(t.fn, x, y, key, eps=rec["eps"], norm=s["norm"], steps=s["steps"], eot=s["eot"],
                   eot_chunk=_chunk(s), unroll=unroll, full_output=True)
-    extra = {"per_estimator": np.asarray(info["correct"]).sum(1)}  # [E, B]
+    correct = np.asarray(info["correct"])  # [E_full, M, B]
+    extra = {"per_estimator": correct.sum(1)}  # [E, B]
     for name, srch in info["search"].items():  # per batch: the width kept (batch on the last axis: [1])
         extra[f"search:{name}"] = np.asarray(srch["width"]).reshape(1)
+    names = [e.name for e in members[: len(correct)]]
+    for preset, specs in gradients_lib.PRESETS.items():  # a preset among the members on every image: its worst case
+        sub = [names.index(e.name) for e in gradients_lib.expand(specs) if e.name in names]
+        if len(sub) == len(gradients_lib.expand(specs)) < len(names):
+            extra[f"subset:{preset}"] = correct[sub].all(0).sum(0)
+    if "cascade" in info:  # robust hits after the members on every image, then after each stage
+        extra["cascade_hits"] = np.stack([correct.all(0).sum(0)] + [st["robust"].sum(0) for st in info["cascade"]])
+        extra["cascade_attacked"] = np.stack([st["active"] for st in info["cascade"]])
+        extra["cascade_seconds"] = np.array([[st["seconds"]] for st in info["cascade"]])
     return np.asarray(info["robust"]).sum(0), extra
 
 
 def _sum_ensemble(extra, rec):
     s = rec["settings"]
     total = s["draws"] * extra["per_estimator"].shape[-1]
-    members = gradients_lib.expand(s["estimators"])
+    members, full = ensemble_members(s["estimators"], s.get("full", "all"))
     out = {"per_estimator_accuracy": {e.name: float(h.sum() / total) for e, h in zip(members, extra["per_estimator"])}}
+    subsets = {k.split(":", 1)[1]: float(v.sum() / total) for k, v in extra.items() if k.startswith("subset:")}
+    if subsets:  # the worst case over a preset's members alone (e.g. the SR four inside strong)
+        out["subset_accuracy"] = subsets
+    if "cascade_hits" in extra:  # the cascade: accuracy after the members on every image, then after each stage
+        stages = cascade_stages(members, full)
+        hits, attacked, secs = extra["cascade_hits"], extra["cascade_attacked"], extra["cascade_seconds"]
+        out["cascade"] = [{"members": [e.name for e in members[:full]], "attacked": int(hits.shape[-1]),
+                           "accuracy": float(hits[0].sum() / total)}] + [
+            {"members": [members[i].name for i in idx], "gradient": members[idx[0]].gradient or "default",
+             "attacked": int(attacked[j].sum()), "accuracy": float(hits[j + 1].sum() / total),
+             "seconds": float(secs[j].sum())} for j, idx in enumerate(stages)]
     searches = {e.name: e for e in members if e.grid}
     if searches:  # the width each batch kept, and the search's cost in member-attacks per batch
         batch = s["batch_size"]  # every batch is padded to it
@@ -256,9 +305,11 @@ def _expand_autoattack(token, ev, p):
 def _expand_ensemble(token, ev, p):
     specs = parse_list(ev.ensemble)
     names = ", ".join(e.name for e in gradients_lib.expand(specs))
+    full = str(ev.get("ensemble_full", "all")).strip()
+    cascade = {} if full.lower() == "all" else {"full": parse_list(full)}  # (absent: records made before it stay valid)
     return [_one(f"ensemble-pgd{ev.ensemble_steps}-{p.norm}-eps{eps_label(p.main)}", p.main, ev.ensemble_steps,
                  p.eot, estimator="worst of " + names, eot=p.eot, steps=ev.ensemble_steps, estimators=specs,
-                 eot_chunk=ev.eot_chunk)]
+                 eot_chunk=ev.eot_chunk, **cascade)]
 
 
 def _expand_transfer(token, ev, p):

@@ -50,11 +50,34 @@ def robust_metrics(robustness: Mapping) -> Dict[str, float]:
             out[name] = float(r["accuracy"])
             if stochastic and isinstance(r.get("accuracy_all_draws"), (int, float)):
                 out[f"{name} (all draws)"] = float(r["accuracy_all_draws"])
+        out.update(ensemble_columns(name, r))
     worst = robustness.get("worst_case") or {}
     if isinstance(worst.get("accuracy"), (int, float)):
         out["worst_case"] = float(worst["accuracy"])
         if stochastic and isinstance(worst.get("accuracy_all_draws"), (int, float)):
             out["worst_case (all draws)"] = float(worst["accuracy_all_draws"])
+    return out
+
+
+def ensemble_columns(name: str, record: Mapping) -> Dict[str, float]:
+    """An estimator-ensemble record's worst case by family: ``<name> [<preset>]`` for each preset among the
+    members that attacked every image (e.g. ``[sr]``, the SR four), ``<name> [full]`` for all of those, and,
+    for a cascade, ``<name> [+<gradient>]`` after the last stage of each gradient mode (cumulative, in order).
+
+    Example:
+        >>> from jsnn.sweep.summary import ensemble_columns
+        >>> ensemble_columns("e", {"subset_accuracy": {"sr": 0.5}, "cascade": [
+        ...     {"members": ["default", "bptr"], "accuracy": 0.45}, {"gradient": "bptt", "accuracy": 0.44},
+        ...     {"gradient": "bptt", "accuracy": 0.42}, {"gradient": "rga", "accuracy": 0.40}]})
+        {'e [sr]': 0.5, 'e [full]': 0.45, 'e [+bptt]': 0.42, 'e [+rga]': 0.4}
+    """
+    out = {f"{name} [{k}]": float(v) for k, v in (record.get("subset_accuracy") or {}).items()}
+    stages = record.get("cascade") or []
+    if stages:
+        out[f"{name} [full]"] = float(stages[0]["accuracy"])
+        for st in stages[1:]:
+            out.pop(f"{name} [+{st['gradient']}]", None)  # keep the family's place at its last stage
+            out[f"{name} [+{st['gradient']}]"] = float(st["accuracy"])
     return out
 
 

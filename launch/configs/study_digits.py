@@ -11,10 +11,13 @@ Command (two shards, one per core, then the summary)::
 Runs land in ``WORKDIR/config=digits_<name>/seed=<s>/``; the table is ``WORKDIR/summary.md`` /
 ``summary.csv`` (mean ± sample std over seeds), the plots ``WORKDIR/plots/tradeoff.png`` and
 ``plots/accuracy_vs_eps.png``. Protocol (:data:`EVALUATE`): the first 100 test images, PGD-20 over
-ε ∈ {0.05, 0.1, 0.15, 0.2}, and at ε = 0.15 AutoAttack-rand (APGD-CE + APGD-DLR, 50 iterations)
-and the worst case over the gradient-estimator ensemble (PGD-20 per member); stochastic models
-with EOT 8, judged over 5 draws. The README's table used the SR ensemble of the time
-(``--evaluate_overrides='<EVALUATE>;ensemble=sr'``); the default ensemble is now ``strong``.
+ε ∈ {0.05, 0.1, 0.15, 0.2}, and at ε = 0.15 AutoAttack-rand (APGD-CE + APGD-DLR, 50 iterations),
+ASSG + SA-PGD (50 iterations) and the worst case over the ``strong`` gradient-estimator ensemble (25
+members, PGD-20 each) as a cascade: the model's own estimator and the SR four attack every image
+(``ensemble_full``), the other 20 members only the images still robust; stochastic models with
+EOT 8, judged over 5 draws. The study before the strong estimators used the SR four alone,
+``--evaluate_overrides`` with ``attacks=clean,pgd20,autoattack,ensemble`` and ``ensemble=sr``; the
+``[sr]`` column of the strong record is that worst case, measured in the same run.
 Add ``digits_rsc_distill`` with ``--grid='config=digits_ann,digits_rsc_distill'`` (its teacher is the
 sweep's own ``digits_ann`` seed-0 run: train that one first, or rerun the sweep).
 """
@@ -22,8 +25,8 @@ sweep's own ``digits_ann`` seed-0 run: train that one first, or rerun the sweep)
 from launch.configs import digits_vanilla
 
 STUDY = ("vanilla", "at", "trades", "noise", "sr", "sr_at", "rsnn", "rat", "rsc", "poisson", "mfdv")
-EVALUATE = ("attacks=clean,pgd20,autoattack,ensemble;num_examples=100;autoattack_version=rand;apgd_steps=50;"
-            "eot=8;draws=5;ensemble_steps=20")
+EVALUATE = ("attacks=clean,pgd20,autoattack,ensemble,sapgd;num_examples=100;autoattack_version=rand;apgd_steps=50;"
+            "eot=8;draws=5;ensemble_steps=20;ensemble_full=default,sr")
 
 
 def get_config():
