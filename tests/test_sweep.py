@@ -219,6 +219,13 @@ def test_finished_run_with_another_config_is_refused(tmp_path, config):
     _write_run(str(tmp_path), run, 0.5, config=cfg_lib.to_dict(other))
     with pytest.raises(ValueError, match=r"different config \(model.T: 9 -> 4\)"):
         sweep.run_sweep(config, str(tmp_path), (), [0], train_fn=lambda c, d: None)
+    # the evaluate section does not change what was trained: a new protocol (or a field a newer jsnn added) is fine
+    other.model.T = config.model.T
+    recorded = cfg_lib.to_dict(other)
+    recorded["evaluate"] = {"attacks": "clean"}  # another protocol, and no field the current code added
+    _write_run(str(tmp_path), run, 0.5, config=recorded)
+    report = sweep.run_sweep(config, str(tmp_path), (), [0], train_fn=lambda c, d: None)
+    assert report.skipped == [run.name]
 
 
 # ----------------------------------------------------------------------------- execution (fake training)

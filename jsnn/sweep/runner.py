@@ -67,14 +67,21 @@ def is_finished(run_dir: str, evaluate=False, config=None) -> bool:
 
 
 def check_same_config(run_dir: str, config) -> None:
-    """Raises ``ValueError`` if a finished run in ``run_dir`` was trained with another config."""
+    """Raises ``ValueError`` if a finished run in ``run_dir`` was trained with another config.
+
+    ``evaluate.*`` does not change what was trained (each evaluation record carries its own settings
+    and is recomputed when they differ), so a sweep may evaluate finished runs under a new protocol,
+    or under fields a newer jsnn added to ``config.evaluate``.
+    """
     from jsnn import config as cfg_lib
 
     results = _read_results(run_dir)
     recorded = None if results is None else results.get("config")
     if recorded is None:
         return
-    details = cfg_lib.differences(recorded, json.loads(json.dumps(cfg_lib.to_dict(config))))
+    new = json.loads(json.dumps(cfg_lib.to_dict(config)))
+    recorded, new = ({k: v for k, v in c.items() if k != "evaluate"} for c in (recorded, new))
+    details = cfg_lib.differences(recorded, new)
     if details:
         raise ValueError(f"sweep: {run_dir!r} holds a finished run with a different config ({details}); "
                          "use a new --workdir or the same base config")
