@@ -303,3 +303,30 @@ def test_sanity_flag_estimator_beats_training_surrogate():
     assert sanity.checks(recs, None, ev)["flags"]["estimator_beats_training_surrogate"]["passed"] is True
     recs, ev = _records({"triangle(1)": 0.55, "bptr": 0.2})  # no model's own member (e.g. the SR preset)
     assert sanity.checks(recs, None, ev)["flags"]["estimator_beats_training_surrogate"]["passed"] is None
+
+
+def test_a_stochastic_model_is_judged_on_the_chosen_point_with_fresh_draws():
+    """The adversary submits one point per example (the member fooling most selection draws); it is judged on
+    fresh draws. "Correct under every member's point in the same draw" picks the point after the draw."""
+    x, y = data(24)
+    noisy = Partial(lambda x, key: make_logits_fn(None, None)(x, key) + 0.3 * jax.random.normal(key, (x.shape[0], 3)))
+    members = gradients.expand("default,triangle:1,rectangle:2,bptr,ann")
+    key, kw = jax.random.key(5), dict(eps=0.3, steps=2, random_start=False)
+    for full in (None, 2):
+        xa, info = attacks.ensemble(attacks.pgd, members, make_logits_fn, draws=6, full=full)(
+            noisy, x, y, key, full_output=True, **kw)
+        assert np.asarray(info["robust"]).shape == (6, 24)
+        if full is None:
+            k_select, k_final = jax.random.split(jax.random.split(key)[1])
+            expected = attacks.correct_draws(noisy, xa, y, k_final, draws=6)
+            np.testing.assert_array_equal(np.asarray(info["robust"]), np.asarray(expected))
+            picked = np.asarray(info["correct"]).sum(1).argmin(0)
+            np.testing.assert_array_equal(np.asarray(info["worst"]), picked)
+            any_member = np.asarray(info["robust_any_member"])
+            np.testing.assert_array_equal(any_member, np.asarray(info["correct"]).all(0))
+            assert any_member.mean() < float(info["accuracy"])  # the per-draw AND overstates the attack here
+        else:
+            last = len(info["cascade"])
+            expected = attacks.correct_draws(noisy, xa, y, jax.random.fold_in(jax.random.fold_in(key, last), 1),
+                                             draws=6)
+            np.testing.assert_array_equal(np.asarray(info["robust"]), np.asarray(expected))

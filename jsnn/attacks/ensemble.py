@@ -14,8 +14,8 @@ kept (the first on ties), and the attack then runs on the whole batch with it. T
 part of the attack and its cost is reported in ``info["search"]``.
 
 A *cascade* (``full=k``): the first ``k`` members attack every example as above (their
-per-member accuracies are exact); each later member attacks only the examples still robust in
-some draw, compacted into batches padded to a multiple of :data:`CASCADE_BUCKET` (:mod:`jsnn.attacks.compact`), in stages of up to
+per-member accuracies are exact); each later member attacks only the examples whose chosen
+point is still correct in some selection draw, compacted into batches padded to a multiple of :data:`CASCADE_BUCKET` (:mod:`jsnn.attacks.compact`), in stages of up to
 :data:`CASCADE_STACK` consecutive members of one gradient mode (stacked as above). The verdict is
 the same as every member attacking every example (an example is robust only if it survives
 all), as in AutoAttack's cascade (Croce & Hein 2020); what is lost is the later members'
@@ -126,13 +126,17 @@ def _ensemble(make_logits_fn, judge, x, y, key, stacked, grids, dynamic_kwargs, 
         out[i] = attack(make_logits_fn(chosen, gradient), x, y, k_run, **kw)
         search[i] = {"accuracy": acc, "chosen": best, "width": chosen.width}
     x_all = jnp.stack(out)
-    correct = jax.vmap(lambda xa: _correct_draws(judge, xa, y, k_judge, draws=draws, chunk=chunk))(x_all)
-    robust = correct.all(0)
-    worst = jnp.argmin(correct.mean(1), axis=0)  # per example: the estimator fooling the most draws
+    k_select, k_final = jax.random.split(k_judge)
+    correct = jax.vmap(lambda xa: _correct_draws(judge, xa, y, k_select, draws=draws, chunk=chunk))(x_all)
+    worst = jnp.argmin(correct.sum(1), axis=0)  # per example: the estimator fooling the most draws
     x_adv = jnp.take_along_axis(x_all, worst.reshape((1, -1) + (1,) * (x.ndim - 1)), 0)[0]
+    robust = _correct_draws(judge, x_adv, y, k_final, draws=draws, chunk=chunk)  # the chosen point, fresh draws
     return x_adv, {"x_adv": x_all, "correct": correct, "robust": robust, "accuracy": robust.mean(),
                    "accuracy_all_draws": robust.all(0).mean(), "per_estimator": correct.mean((1, 2)),
-                   "worst": worst}, search
+                   "worst": worst, "robust_any_member": correct.all(0)}, search
+
+
+_judge_jit = jax.jit(_correct_draws, static_argnames=("draws", "chunk"))
 
 
 def _plan(estimators):
@@ -154,9 +158,13 @@ def ensemble(attack: Callable, estimators: Optional[Sequence], make_logits_fn: C
     ties). With ``full_output=True`` it returns ``(x_adv, info)`` where ``info`` holds the
     judged results, so nothing needs judging twice:
 
-    * ``x_adv`` ``[E, B, ...]`` (each estimator's points), ``correct`` ``[E, M, B]``,
-    * ``robust`` ``[M, B]``: robust under every estimator in draw ``m``; ``accuracy`` (its
-      mean), ``accuracy_all_draws`` (fraction robust in every draw),
+    * ``x_adv`` ``[E, B, ...]`` (each estimator's points), ``correct`` ``[E, M, B]`` (the
+      selection draws),
+    * ``robust`` ``[M, B]``: the chosen point judged on M *fresh* draws; ``accuracy`` (its
+      mean), ``accuracy_all_draws`` (fraction robust in every draw). For a deterministic model
+      this is "survives every member". For a stochastic one the adversary submits one point, so
+      it is judged after it was chosen: ``robust_any_member`` ``[M, B]`` (correct under every
+      member's point in draw m) picks the point after the draw and overstates the attack,
     * ``per_estimator`` ``[E]``: mean accuracy of each estimator's points (which estimator
       breaks the model), ``worst`` ``[B]``: the estimator chosen per example, ``names`` ``[E]``,
     * ``search`` ``{name: {grid, accuracy [G], chosen, width, attacks, examples, relative_cost}}``
@@ -183,11 +191,12 @@ def ensemble(attack: Callable, estimators: Optional[Sequence], make_logits_fn: C
         ``x_adv`` of the first k members and ``cascade``, one entry per stage: ``members``
         (names), ``attacked`` (examples), ``accuracy`` (robust accuracy after the stage, mean over
         draws), ``seconds``, ``active`` ``[B]`` (the examples it attacked) and ``robust`` ``[M, B]``
-        (after it).
+        (after it); ``robust_full``: ``robust`` after the first k members.
 
     Keys: estimator i attacks with ``split(key_attack, E)[i]`` (a searching member splits it
     into its search and run keys), the judgement uses ``key_judge``
-    (``key_attack, key_judge = split(key)``). Of ``attack_kwargs``, ``eps``, ``step_size``,
+    (``key_attack, key_judge = split(key)``; the selection draws ``split(key_judge)[0]``, the fresh
+    ones ``[1]``). Of ``attack_kwargs``, ``eps``, ``step_size``,
     ``alpha``, ``target`` and array values are traced, the rest (steps, norm, loss, ...) static.
 
     Example:
@@ -260,7 +269,8 @@ def ensemble(attack: Callable, estimators: Optional[Sequence], make_logits_fn: C
         if stages:
             if not common._concrete((x, y, key, dynamic)):
                 raise ValueError("ensemble full: a cascade compacts on the host; it needs concrete inputs (not traced)")
-            x_adv, info, search = _cascade(call, x, y, key, dynamic, stages, estimators, x_adv, info, search)
+            x_adv, info, search = _cascade(call, judge, draws, chunk, x, y, key, dynamic, stages, estimators, x_adv,
+                                           info, search)
         if not full_output:
             return x_adv
         n_of = lambda b: min(search_examples, b)
@@ -273,7 +283,7 @@ def ensemble(attack: Callable, estimators: Optional[Sequence], make_logits_fn: C
     return ensemble_attack
 
 
-def _cascade(call, x, y, key, dynamic, stages, estimators, x_adv, info, search):
+def _cascade(call, judge, draws, chunk, x, y, key, dynamic, stages, estimators, x_adv, info, search):
     """The later stages of a cascade on the host: each attacks the examples robust in some draw, compacted."""
     b = x.shape[0]
     robust = np.array(info["robust"])  # [M, B]
@@ -283,7 +293,7 @@ def _cascade(call, x, y, key, dynamic, stages, estimators, x_adv, info, search):
     per_example = {k: np.asarray(v) for k, v in dynamic.items() if np.ndim(v) >= 1 and np.shape(v)[0] == b}
     log = []
     for s, (idx, (layout, stacked, grids)) in enumerate(stages, start=1):
-        t0, active = time.perf_counter(), robust.any(0)
+        t0, active = time.perf_counter(), fewest > 0  # the chosen point still correct in some selection draw
         k_stage = common.fold(key, s)
 
         def run(rows):
@@ -292,16 +302,18 @@ def _cascade(call, x, y, key, dynamic, stages, estimators, x_adv, info, search):
                                  layout=layout, num=len(idx))
             for i, v in srch.items():
                 search[estimators[idx[i]].name] = (estimators[idx[i]], v, len(rows))
-            return xa, jnp.asarray(inf["robust"]).T, jnp.asarray(inf["correct"]).sum(1).min(0)
+            return xa, jnp.asarray(inf["correct"]).sum(1).min(0)
 
         if active.any():
-            xa, rob, cnt = compact.run(run, active, (x_adv, robust.T, fewest), step=CASCADE_BUCKET)
+            xa, cnt = compact.run(run, active, (x_adv, fewest), step=CASCADE_BUCKET)
             better = active & (cnt < fewest)
             x_adv[better], fewest = xa[better], np.minimum(fewest, cnt)
-            robust = robust & rob.T
+            # the chosen points judged on fresh draws (deterministic models: broken iff some member broke it)
+            robust = np.asarray(_judge_jit(judge, jnp.asarray(x_adv), jnp.asarray(y_np), common.fold(key, s, 1),
+                                           draws=draws, chunk=chunk))
         log.append({"members": [estimators[i].name for i in idx], "attacked": int(active.sum()),
                     "accuracy": float(robust.mean()), "seconds": time.perf_counter() - t0,
                     "active": active, "robust": robust.copy()})
-    info = dict(info, robust=jnp.asarray(robust), accuracy=jnp.asarray(robust.mean()),
+    info = dict(info, robust_full=info["robust"], robust=jnp.asarray(robust), accuracy=jnp.asarray(robust.mean()),
                 accuracy_all_draws=jnp.asarray(robust.all(0).mean()), cascade=log)
     return jnp.asarray(x_adv), info, search

@@ -224,12 +224,17 @@ def _run_ensemble(rec, t, x, y, key):
     for name, srch in info["search"].items():  # per batch: the width kept (batch on the last axis: [1])
         extra[f"search:{name}"] = np.asarray(srch["width"]).reshape(1)
     names = [e.name for e in members[: len(correct)]]
-    for preset, specs in gradients_lib.PRESETS.items():  # a preset among the members on every image: its worst case
-        sub = [names.index(e.name) for e in gradients_lib.expand(specs) if e.name in names]
+    x_all = np.asarray(info["x_adv"])
+    for p, (preset, specs) in enumerate(gradients_lib.PRESETS.items()):  # a preset among the members on every
+        sub = [names.index(e.name) for e in gradients_lib.expand(specs) if e.name in names]  # image: its worst case
         if len(sub) == len(gradients_lib.expand(specs)) < len(names):
-            extra[f"subset:{preset}"] = correct[sub].all(0).sum(0)
+            pick = np.asarray(sub)[correct[sub].sum(1).argmin(0)]  # per example, as the ensemble chooses
+            xs = jax.numpy.asarray(x_all[pick, np.arange(x_all.shape[1])])
+            extra[f"subset:{preset}"] = np.asarray(attacks.correct_draws(  # the chosen point on fresh draws
+                t.fn, xs, y, jax.random.fold_in(key, 7919 + p), draws=s["draws"], chunk=_chunk(s))).sum(0)
     if "cascade" in info:  # robust hits after the members on every image, then after each stage
-        extra["cascade_hits"] = np.stack([correct.all(0).sum(0)] + [st["robust"].sum(0) for st in info["cascade"]])
+        extra["cascade_hits"] = np.stack([np.asarray(info["robust_full"]).sum(0)]
+                                         + [st["robust"].sum(0) for st in info["cascade"]])
         extra["cascade_attacked"] = np.stack([st["active"] for st in info["cascade"]])
         extra["cascade_seconds"] = np.array([[st["seconds"]] for st in info["cascade"]])
     return np.asarray(info["robust"]).sum(0), extra
@@ -307,6 +312,8 @@ def _expand_ensemble(token, ev, p):
     names = ", ".join(e.name for e in gradients_lib.expand(specs))
     full = str(ev.get("ensemble_full", "all")).strip()
     cascade = {} if full.lower() == "all" else {"full": parse_list(full)}  # (absent: records made before it stay valid)
+    if p.stochastic:  # the chosen point is judged on fresh draws (records judged per draw over all members are redone)
+        cascade["judged"] = "chosen point, fresh draws"
     return [_one(f"ensemble-pgd{ev.ensemble_steps}-{p.norm}-eps{eps_label(p.main)}", p.main, ev.ensemble_steps,
                  p.eot, estimator="worst of " + names, eot=p.eot, steps=ev.ensemble_steps, estimators=specs,
                  eot_chunk=ev.eot_chunk, **cascade)]
