@@ -101,7 +101,10 @@ def test_study_summary_from_run_files(tmp_path):
         records = {"clean": {"accuracy": clean, "eps": 0.0},
                    "pgd20-linf-eps0.15": {"accuracy": pgd, "eps": 0.15},
                    "pgd20-linf-eps51/255": {"accuracy": pgd / 2, "eps": 0.2},
-                   "square-linf-eps0.15": {"skip": "linf only", "eps": 0.15}}
+                   "square-linf-eps0.15": {"skip": "linf only", "eps": 0.15},
+                   "ensemble-pgd20-linf-eps0.15": {"accuracy": pgd - 0.1, "eps": 0.15, "subset_accuracy": {"sr": pgd},
+                                                   "cascade": [{"accuracy": pgd - 0.05},
+                                                               {"gradient": "bptt", "accuracy": pgd - 0.1}]}}
         (d / "robustness.json").write_text(json.dumps({
             "records": records, "suite": sorted(records), "gradients": {"zero_gradient_examples": 0.0},
             "stochastic": stochastic, "possible_gradient_masking": masking,
@@ -123,6 +126,10 @@ def test_study_summary_from_run_files(tmp_path):
     assert "| vanilla | 2 | 0.9900 ± 0.0141 |" in table and "pgd20-linf-eps51/255" in table
     assert "| rsc (stoch.) ⚠ | 1 | 0.9600 ± – |" in table
     assert (tmp_path / "plots" / "tradeoff.png").exists() and (tmp_path / "plots" / "accuracy_vs_eps.png").exists()
+    m, _, _ = rows["vanilla"].stats["ensemble-pgd20-linf-eps0.15 [sr]"]  # a column per estimator family
+    assert m == pytest.approx(0.35) and rows["vanilla"].stats["ensemble-pgd20-linf-eps0.15 [+bptt]"][0] == pytest.approx(0.25)
+    assert "ensemble-pgd20-linf-eps0.15 [full]" in table
+    assert (tmp_path / "plots" / "ensemble_families.png").stat().st_size > 1000
 
 
 def test_event_study_configs_and_protocol(tmp_path):

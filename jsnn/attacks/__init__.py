@@ -29,7 +29,7 @@ counts, ``draws`` for judging; ``full_output=True`` returns ``(x_adv, info)``)::
                draws=None, eot_chunk=None, batch_size=None, verbose=False)
         # info: robust [B], clean [B], stages {name: [B]}, draw_accuracy [B], all_draws [B]
         # (+ seconds with batch_size); autoattack_summary(info) -> {"clean": a0, "apgd-ce": a1, ...}
-    ensemble(attack, estimators, make_logits_fn, *, draws=1, chunk=None, search_examples=32)
+    ensemble(attack, estimators, make_logits_fn, *, draws=1, chunk=None, search_examples=32, full=None)
         # call: ens(logits_fn, x, y, key, *, eps, full_output=False, **attack_kwargs); logits_fn judges;
         # estimators: Estimators, specs or presets ("sr", "tmlr", "strong"; gradients.expand);
         # info: x_adv [E, B, ...], correct [E, M, B], robust [M, B], accuracy, accuracy_all_draws,

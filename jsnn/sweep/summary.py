@@ -322,8 +322,9 @@ def _row_label(row: Row) -> str:
 
 
 def plot_robustness(directory: str, rows: Sequence[Row], eps_of: Mapping[str, float]) -> List[str]:
-    """``tradeoff.png`` (worst case vs clean accuracy, mean ± std per grid point) and ``accuracy_vs_eps.png``
-    (the ε-curve families, e.g. ``pgd20-linf-eps*``, one line per grid point; ε = 0 is the clean accuracy).
+    """``tradeoff.png`` (worst case vs clean accuracy, mean ± std per grid point), ``accuracy_vs_eps.png``
+    (the ε-curve families, e.g. ``pgd20-linf-eps*``, one line per grid point; ε = 0 is the clean accuracy)
+    and ``ensemble_families.png`` (an estimator ensemble's worst case by family, :func:`ensemble_columns`).
 
     Returns the files written (none without evaluations).
     """
@@ -376,4 +377,25 @@ def plot_robustness(directory: str, rows: Sequence[Row], eps_of: Mapping[str, fl
             ax.legend(fontsize=7, ncol=2)
             ax.grid(alpha=0.3)
         save(fig, "accuracy_vs_eps.png")
+    columns: Dict[str, List[str]] = {}  # the estimator ensemble's family columns (ensemble_columns), in order
+    for r in rows:
+        for m in r.stats:
+            head, sep, tail = m.partition(" [")
+            if sep and tail.endswith("]") and m not in columns.setdefault(head, []):
+                columns[head].append(m)
+    for head, ms in sorted(columns.items()):
+        if len(ms) < 2:
+            continue
+        fig = Figure(figsize=(1.1 * len(ms) + 4, 4.5))
+        ax = fig.subplots()
+        for r in rows:
+            pts = [(i, r.stats[m][0]) for i, m in enumerate(ms) if m in r.stats]
+            if pts:
+                ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=_row_label(r))
+        ax.set_xticks(range(len(ms)), [m.partition(" [")[2][:-1] for m in ms], fontsize=8)
+        ax.set_xlabel("estimators (cumulative from [full]: members attacking every image, then each family)")
+        ax.set_ylabel(f"robust accuracy (%), {head}")
+        ax.legend(fontsize=7, ncol=2)
+        ax.grid(alpha=0.3)
+        save(fig, "ensemble_families.png")
     return files
