@@ -207,6 +207,9 @@ def test_model_noise_is_not_added_again():
     assert certify.model_smoothing(rsc) == ("model", 0.25, 2)
     assert certify.model_smoothing(rsc.clone(encoder=EncoderConfig(name="rsc", sigma=0.25))) == ("model", 0.25, 1)
     assert certify.model_smoothing(model) is None
+    frames = EncoderConfig(name="frames_rsc", sigma=0.5, per_step=True)  # fresh noise on every frame coordinate
+    assert certify.model_smoothing(model.clone(encoder=frames)) == ("model", 0.5, 1)
+    assert certify.model_smoothing(model.clone(encoder=frames._replace(per_step=False))) is None
     pred, radius = certify.certify(model_logits_fn(rsc, variables), x, jax.random.key(3), sigma=0.25, n0=20,
                                    n=60, batch_size=32, steps=2, noise="model")
     assert pred.shape == (2,) and radius.shape == (2,) and np.all(radius >= 0)

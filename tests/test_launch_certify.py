@@ -179,3 +179,20 @@ def test_non_finite_parameters_are_refused(workdir, monkeypatch):
     with pytest.raises(ValueError, match=r"parameters are not finite.*diverged"):
         certify_lib.certify_workdir(workdir, num_images=1, output="nan.json", **SMALL)
     assert not os.path.exists(os.path.join(workdir, "nan.json"))
+
+
+def test_an_event_model_with_frames_rsc_certifies_itself(tmp_path):
+    """frames_rsc (fresh noise on every frame coordinate) smooths the frames [T, H, W, 2] themselves: the
+    certificate uses the model's own σ with steps 1 and an L2 radius over the frames."""
+    from launch.configs import events_vanilla
+
+    config = events_vanilla.get_config()
+    config.model.encoder.name, config.model.encoder.sigma, config.model.encoder.per_step = "frames_rsc", 0.25, True
+    config.train.num_steps, config.train.checkpoint_every, config.train.log_every = 2, 2, 1
+    config.train.num_epochs = None
+    config.data.test_limit = 8
+    train.train_and_evaluate(config, str(tmp_path))
+    result = certify_lib.certify_workdir(str(tmp_path), num_images=2, n0=8, n=32, batch_size=32, seed=0)
+    s = result["settings"]
+    assert (s["noise"], s["sigma"], s["steps"]) == ("model", 0.25, 1)
+    assert len(result["images"]) == 2 and all(r["radius"] >= 0 for r in result["images"])

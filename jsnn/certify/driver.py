@@ -173,7 +173,8 @@ def certify_workdir(workdir: str, *, sigma: Optional[float] = None, noise: str =
         padded, _ = parallel.pad_batch(np.asarray(idx), group)  # one compile: every call has `group` images
         keys = jax.vmap(jax.random.fold_in, (None, 0))(base, padded)
         cert = smoothing.certify(fn, images[padded], keys, sigma=sigma, n0=n0, n=n, alpha=alpha,
-                                 batch_size=batch_size, steps=steps, noise=noise, return_certificate=True)
+                                 batch_size=batch_size, steps=steps, noise=noise, return_certificate=True,
+                                 image_ndim=images.ndim - 1)  # HWC images, or event frames [T, H, W, 2]
         for j, i in enumerate(idx):
             pred = int(cert.prediction[j])
             done[i] = {"index": i, "label": int(labels[i]), "prediction": pred, "radius": float(cert.radius[j]),

@@ -277,13 +277,20 @@ def certify(logits_fn: Callable, x, key, *, sigma: float, n0: int = 100, n: int 
 
 
 def model_smoothing(model) -> tuple[str, float, int] | None:
-    """``(noise, sigma, steps)`` for a model with an RSC encoder, else None.
+    """``(noise, sigma, steps)`` for a model whose encoder smooths its input with Gaussian noise, else None.
 
-    An RSC-coded model smooths itself: ``("model", encoder.sigma, T if per_step else 1)``.
+    An RSC-coded model smooths itself: ``("model", encoder.sigma, T if per_step else 1)`` (T fresh
+    views of one image are a smoothing at σ/√T). ``frames_rsc`` with ``per_step`` adds fresh noise to
+    every coordinate of the frames ``[T, H, W, 2]``, an isotropic smoothing of the whole input:
+    ``("model", σ, 1)``, radii in L2 over the frames. Without ``per_step`` one ε is shared by all
+    frames, a noise that leaves the input's other directions unsmoothed: None (no certificate).
     """
     enc = getattr(model, "encoder", None)
-    if enc is None or getattr(enc, "name", None) != "rsc" or not float(enc.sigma) > 0:
+    name = getattr(enc, "name", None)
+    if enc is None or name not in ("rsc", "frames_rsc") or not float(enc.sigma) > 0:
         return None
+    if name == "frames_rsc":
+        return ("model", float(enc.sigma), 1) if enc.per_step else None
     return "model", float(enc.sigma), int(model.T) if enc.per_step else 1
 
 
