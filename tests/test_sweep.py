@@ -12,6 +12,8 @@ import sys
 import numpy as np
 import pytest
 
+from jsnn.evaluate.suite import RECORDS_VERSION
+
 from jsnn import sweep
 from launch import commands
 from launch.configs import default
@@ -142,7 +144,7 @@ def _robustness(pgd, worst, stochastic=False, complete=True):
         del records["pgd10-linf-eps0.5-large"]
     return {"records": records, "suite": suite, "stochastic": stochastic, "gradients": {"x": 0.0} if complete else None,
             "worst_case": {"accuracy": worst, "accuracy_all_draws": 0.0, "attack": "pgd10-linf-eps8/255"},
-            "settings": {"sanity": {"large_eps_max_accuracy": 0.1}}, "qte": {}}
+            "settings": {"sanity": {"large_eps_max_accuracy": 0.1}}, "qte": {}, "records_version": RECORDS_VERSION}
 
 
 def test_robust_metrics_follow_the_evaluation_schema(tmp_path):
@@ -312,6 +314,12 @@ def test_runs_finished_under_a_smaller_suite_are_evaluated_again(tmp_path, confi
     assert calls == [os.path.join(workdir, "seed=0"), os.path.join(workdir, "seed=2")]
     assert report.skipped == ["seed=1"] and report.evaluated == ["seed=0"] and report.failed == ["seed=2"]
     assert "evaluation broke" in (tmp_path / "seed=2" / "error.txt").read_text()
+    # complete under those settings but made by older record code (another records_version): evaluated again
+    doc = dict(_robustness(0.2, 0.2), settings=large)
+    doc.pop("records_version")
+    (tmp_path / "seed=1" / "robustness.json").write_text(json.dumps(doc))
+    assert not sweep.evaluation_complete(str(tmp_path / "seed=1" / "robustness.json"), large)
+    assert sweep.evaluation_complete(str(tmp_path / "seed=1" / "robustness.json"))  # (the summary's check)
 
 
 def test_a_damaged_results_file_is_rebuilt_not_fatal(tmp_path, config):

@@ -108,6 +108,7 @@ def evaluate_workdir(workdir: str, overrides=None, num_examples: Optional[int] =
     def document():
         current = {r["name"]: records[r["name"]] for r in records_plan if r["name"] in records}
         doc = dict(stamp, workdir=os.path.abspath(workdir), stochastic=stochastic, spiking=spiking,
+                   records_version=suite.RECORDS_VERSION,
                    model={"name": run.config.model.name, "T": int(getattr(run.model, "T", 0)),
                           "encoder": getattr(getattr(run.model, "encoder", None), "_asdict", dict)(),
                           "neuron": getattr(getattr(run.model, "neuron", None), "kind", None)},

@@ -49,6 +49,11 @@ from jsnn.attacks.ensemble import cascade_stages
 from jsnn.evaluate import events as event_kinds
 
 _PGD = re.compile(r"^pgd(\d+)$")
+# How records are computed: a robustness.json of another version is not a finished evaluation for a sweep
+# (jsnn.sweep.summary.evaluation_complete). Bump it when a kind computes differently under the same settings;
+# the records themselves are redone where their settings changed (runner.reusable). 2: a stochastic model's
+# ensemble judges the chosen point on fresh draws.
+RECORDS_VERSION = 2
 SEARCH_EXAMPLES = 32  # images of each batch a searching ensemble member (HART's γ) tries its widths on
 ENSEMBLE_UNROLLED = 4  # ensembles of at most this many members unroll PGD's step loop (the SR preset, as before)
 

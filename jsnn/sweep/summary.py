@@ -84,7 +84,8 @@ def ensemble_columns(name: str, record: Mapping) -> Dict[str, float]:
 def evaluation_complete(path: str, settings: Optional[Mapping] = None) -> bool:
     """Whether a ``robustness.json`` holds the whole suite (``jsnn.evaluate`` rewrites it after every
     attack, so its existence alone does not mean the evaluation finished), and, given ``settings``
-    (the resolved ``config.evaluate`` asked for now), whether it was made with them (a larger suite is not done)."""
+    (the resolved ``config.evaluate`` asked for now), whether it was made with them (a larger suite is not done)
+    by the current record code (``jsnn.evaluate.suite.RECORDS_VERSION``)."""
     if not os.path.exists(path):
         return False
     try:
@@ -93,6 +94,10 @@ def evaluation_complete(path: str, settings: Optional[Mapping] = None) -> bool:
         return False
     if settings is not None and doc.get("settings") != json.loads(json.dumps(dict(settings))):
         return False
+    from jsnn.evaluate import suite  # (lazy: the summary reads files without the attack stack)
+
+    if settings is not None and doc.get("records_version", 1) != suite.RECORDS_VERSION:
+        return False  # made by code that computed some record differently: evaluate again (per record)
     if "complete" in doc:
         return bool(doc["complete"])
     records = doc.get("records") or {}
