@@ -195,8 +195,7 @@ def test_cascade_gives_the_verdict_of_every_member_on_every_example():
     robust exactly when it survives every member attacking every example (random_start=False: deterministic)."""
     x, y = data(40)
     kw = dict(eps=0.5, steps=3, random_start=False)
-    members = gradients.expand("triangle:3,rectangle:4,default,sr,exponential_d:2,exponential:2,rectangle:2,"
-                               "triangle:2,triangle:0.25,ann,hart:0.5/2")
+    members = gradients.expand("triangle:3,rectangle:4,default,sr,exponential_d:2,exponential:2,hart:0.5/2")
     judge = make_logits_fn(None, None)
     xa_all, every = attacks.ensemble(attacks.pgd, members, make_logits_fn, search_examples=4)(
         judge, x, y, KEY, full_output=True, **kw)
@@ -210,7 +209,7 @@ def test_cascade_gives_the_verdict_of_every_member_on_every_example():
     assert casc["names"] == ["triangle(3)", "rectangle(4)"]
     # the log: stages of ≤ 4 stacked members of one mode, each attacking the examples robust before it
     log = casc["cascade"]
-    assert [len(st["members"]) for st in log] == [1, 3, 1, 4, 1, 1, 1]
+    assert [len(st["members"]) for st in log] == [1, 3, 1, 2, 1]
     assert log[1]["members"] == ["triangle(1)", "sigmoid(4)", "atan(2)"] and log[2]["members"] == ["bptr"]
     assert log[0]["attacked"] == int(np.asarray(every["correct"])[:2].all(0).sum())
     for before, after in zip(log, log[1:]):
@@ -310,9 +309,9 @@ def test_a_stochastic_model_is_judged_on_the_chosen_point_with_fresh_draws():
     fresh draws. "Correct under every member's point in the same draw" picks the point after the draw."""
     x, y = data(24)
     noisy = Partial(lambda x, key: make_logits_fn(None, None)(x, key) + 0.3 * jax.random.normal(key, (x.shape[0], 3)))
-    members = gradients.expand("default,triangle:1,rectangle:2,bptr,ann")
+    members = gradients.expand("default,triangle:1,bptr")
     key, kw = jax.random.key(5), dict(eps=0.3, steps=2, random_start=False)
-    for full in (None, 2):
+    for full in (None, 1):
         xa, info = attacks.ensemble(attacks.pgd, members, make_logits_fn, draws=6, full=full)(
             noisy, x, y, key, full_output=True, **kw)
         assert np.asarray(info["robust"]).shape == (6, 24)

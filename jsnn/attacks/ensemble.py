@@ -139,6 +139,11 @@ def _ensemble(make_logits_fn, judge, x, y, key, stacked, grids, dynamic_kwargs, 
 _judge_jit = jax.jit(_correct_draws, static_argnames=("draws", "chunk"))
 
 
+def judge_points(logits_fn, x, y, key, *, draws: int, chunk: Optional[int] = None):
+    """Per-draw correctness ``[draws, B]`` of ``x`` under the true forward, compiled (one program per shape)."""
+    return _judge_jit(common.as_partial(logits_fn), jnp.asarray(x), jnp.asarray(y), key, draws=draws, chunk=chunk)
+
+
 def _plan(estimators):
     """The static layout, stacked surrogates and search grids of a list of members."""
     groups, singles, searches = _layout(estimators)
