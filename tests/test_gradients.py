@@ -304,6 +304,22 @@ def test_sanity_flag_estimator_beats_training_surrogate():
     assert sanity.checks(recs, None, ev)["flags"]["estimator_beats_training_surrogate"]["passed"] is None
 
 
+def test_sanity_flag_sees_the_cascade_members():
+    """Under a cascade the later members attack only survivors: the gap is taken to the final accuracy."""
+    recs, ev = _records({"default": 0.46, "triangle(1)": 0.43})
+    ens = [n for n in recs if n.startswith("ensemble")][0]
+    recs[ens]["cascade"] = [{"members": ["default", "triangle(1)"], "attacked": 100, "accuracy": 0.42},
+                            {"members": ["triangle(0.25)", "triangle(3)"], "gradient": "default", "attacked": 42,
+                             "accuracy": 0.33, "seconds": 1.0},
+                            {"members": ["rga(0.5)"], "gradient": "rga", "attacked": 33, "accuracy": 0.31,
+                             "seconds": 1.0}]
+    flag = sanity.checks(recs, None, ev)["flags"]["estimator_beats_training_surrogate"]
+    assert flag["passed"] is False and "after the cascade 0.3100" in flag["detail"]
+    assert "triangle(0.25), triangle(3)" in flag["detail"] and "gap 0.1500" in flag["detail"]
+    recs[ens]["cascade"][-1]["accuracy"] = recs[ens]["cascade"][-2]["accuracy"] = 0.40
+    assert sanity.checks(recs, None, ev)["flags"]["estimator_beats_training_surrogate"]["passed"] is True
+
+
 def test_a_stochastic_model_is_judged_on_the_chosen_point_with_fresh_draws():
     """The adversary submits one point per example (the member fooling most selection draws); it is judged on
     fresh draws. "Correct under every member's point in the same draw" picks the point after the draw."""
