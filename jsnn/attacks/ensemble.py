@@ -136,14 +136,6 @@ def _ensemble(make_logits_fn, judge, x, y, key, stacked, grids, dynamic_kwargs, 
                    "worst": worst, "robust_any_member": correct.all(0)}, search
 
 
-_judge_jit = jax.jit(_correct_draws, static_argnames=("draws", "chunk"))
-
-
-def judge_points(logits_fn, x, y, key, *, draws: int, chunk: Optional[int] = None):
-    """Per-draw correctness ``[draws, B]`` of ``x`` under the true forward, compiled (one program per shape)."""
-    return _judge_jit(common.as_partial(logits_fn), jnp.asarray(x), jnp.asarray(y), key, draws=draws, chunk=chunk)
-
-
 def _plan(estimators):
     """The static layout, stacked surrogates and search grids of a list of members."""
     groups, singles, searches = _layout(estimators)
@@ -314,8 +306,8 @@ def _cascade(call, judge, draws, chunk, x, y, key, dynamic, stages, estimators, 
             better = active & (cnt < fewest)
             x_adv[better], fewest = xa[better], np.minimum(fewest, cnt)
             # the chosen points judged on fresh draws (deterministic models: broken iff some member broke it)
-            robust = np.asarray(_judge_jit(judge, jnp.asarray(x_adv), jnp.asarray(y_np), common.fold(key, s, 1),
-                                           draws=draws, chunk=chunk))
+            robust = np.asarray(_correct_draws(judge, jnp.asarray(x_adv), jnp.asarray(y_np), common.fold(key, s, 1),
+                                               draws=draws, chunk=chunk))
         log.append({"members": [estimators[i].name for i in idx], "attacked": int(active.sum()),
                     "accuracy": float(robust.mean()), "seconds": time.perf_counter() - t0,
                     "active": active, "robust": robust.copy()})

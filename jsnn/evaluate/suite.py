@@ -45,7 +45,7 @@ import numpy as np
 
 from jsnn import attacks
 from jsnn.attacks import gradients as gradients_lib
-from jsnn.attacks.ensemble import cascade_stages, judge_points
+from jsnn.attacks.ensemble import cascade_stages
 from jsnn.evaluate import events as event_kinds
 
 _PGD = re.compile(r"^pgd(\d+)$")
@@ -238,7 +238,7 @@ def _run_ensemble(rec, t, x, y, key):
                 continue
             pick = np.asarray(sub)[correct[sub].sum(1).argmin(0)]  # per example, as the ensemble chooses
             xs = jax.numpy.asarray(x_all[pick, np.arange(x_all.shape[1])])
-            extra[f"subset:{preset}"] = np.asarray(judge_points(  # the chosen point on fresh draws
+            extra[f"subset:{preset}"] = np.asarray(attacks.correct_draws(  # the chosen point on fresh draws
                 t.fn, xs, y, jax.random.fold_in(key, 7919 + p), draws=s["draws"], chunk=_chunk(s))).sum(0)
     if "cascade" in info:  # robust hits after the members on every image, then after each stage
         extra["cascade_hits"] = np.stack([np.asarray(info["robust_full"]).sum(0)]
