@@ -62,7 +62,7 @@ def test_study_spec_loads_every_config_with_its_protocol(tmp_path):
     assert path == "launch/configs/digits_rsc_distill.py" and pairs[-1] == ("train.log_every", 7)  # flags last
     evaluate = sweep.parse_overrides(spec["evaluate"], base.evaluate)
     assert evaluate["num_examples"] == 100 and evaluate["attacks"] == "clean,pgd20,autoattack,ensemble,sapgd"
-    assert evaluate["ensemble_full"] == "default,sr"
+    assert evaluate["ensemble_full"] == "default,sr" and evaluate["eot_chunk"] == 4
     with pytest.raises(ValueError, match=r"get_sweep\(\) overrides: \['digits_nope'\] name no config file"):
         common.named_configs("launch/configs/study_digits.py", names, [], {"overrides": {"digits_nope": {}}}, "/w")
 
