@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 from typing import NamedTuple, Optional, Sequence
 
 import flax.linen as nn
@@ -135,13 +134,20 @@ class SpikingNeuron(nn.Module):
     def __call__(self, x):
         cfg = self.config
         gain = self.param("gain", nn.initializers.ones, (self.T,), jnp.float32) if cfg.kind == "dlif" else None
-        override = _NEURON_OVERRIDE.get()
-        run = neuron.run if override is None else functools.partial(override, self)
-        trace = run(cfg, split_time(x, self.T), gain=gain, surrogate=_ATTACK_SURROGATE.get(),
-                    return_trace=True, where="model.")
-        self.sow("intermediates", "current", trace.current)
-        self.sow("intermediates", "membrane", trace.h)
-        return merge_time(trace.spikes)
+        override, surrogate = _NEURON_OVERRIDE.get(), _ATTACK_SURROGATE.get()
+        if override is None:  # the batch-major view [B, T, ...] of the merged axis: no transpose
+            trace = neuron.run(cfg, x.reshape((-1, self.T) + x.shape[1:]), gain=gain, surrogate=surrogate,
+                               return_trace=True, where="model.", time_axis=1)
+            time_major = lambda a: jnp.swapaxes(a, 0, 1)  # only for the sown traces (pruned when unused)
+            spikes = trace.spikes.reshape(x.shape)
+        else:
+            trace = override(self, cfg, split_time(x, self.T), gain=gain, surrogate=surrogate,
+                             return_trace=True, where="model.")
+            time_major = lambda a: a
+            spikes = merge_time(trace.spikes)
+        self.sow("intermediates", "current", time_major(trace.current))
+        self.sow("intermediates", "membrane", time_major(trace.h))
+        return spikes
 
 
 class EncoderConfig(NamedTuple):

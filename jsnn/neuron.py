@@ -43,6 +43,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, NamedTuple, Optional
 
@@ -73,7 +74,8 @@ class NeuronConfig(NamedTuple):
       gradient: ``"bptt"`` (through time), ``"bptr"`` (through the rate) or an attack-time
         mode of :data:`GRADIENTS` (``"rga"``, ``"hart"``, ``"ann"``; see the module docstring).
       remat: recompute each step in the backward pass (memory flat in T for the state).
-      unroll: unroll the time loop (faster for small T on CPU; see :func:`scan`).
+      unroll: unroll the time loop; ``None`` (default) unrolls when T ≤ :data:`UNROLL_MAX_T`
+        (faster for small T; see :func:`scan`).
 
     Example:
         >>> from jsnn.neuron import DLIF, IF, LIF
@@ -98,7 +100,7 @@ class NeuronConfig(NamedTuple):
     surrogate: Optional[Surrogate] = None
     gradient: str = "bptt"
     remat: bool = False
-    unroll: bool = False
+    unroll: Optional[bool] = None
 
     def check(self, where: str = "model.") -> "NeuronConfig":
         """Validates the fields (traced values are skipped) with one line naming the field.
@@ -125,6 +127,7 @@ class NeuronConfig(NamedTuple):
 
 LIF = NeuronConfig()
 IF = NeuronConfig(kind="if", leak=1.0)
+UNROLL_MAX_T = 8  # NeuronConfig.unroll=None unrolls the time loop up to this T (bench/train_step.py, bench/neuron.py)
 DLIF = NeuronConfig(kind="dlif", leak=0.99)
 
 # The surrogate of each kind when NeuronConfig.surrogate is None: sigmoid(4) (SpikingJelly's LIF),
@@ -205,18 +208,18 @@ def make_step(charge: Callable, *, v_threshold: float, v_reset: Optional[float],
 # ----------------------------------------------------------------------------- scan
 
 
-@jax.custom_vjp
-def time_mean_grad(x_seq):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def time_mean_grad(x_seq, time_axis: int = 0):
     """Identity forward; the backward replaces the gradient of every step by its mean over T (HART)."""
     return x_seq
 
 
-def _tmg_fwd(x_seq):
+def _tmg_fwd(x_seq, time_axis):
     return x_seq, None
 
 
-def _tmg_bwd(_, g):
-    return (jnp.broadcast_to(g.mean(0, keepdims=True), g.shape),)
+def _tmg_bwd(time_axis, _, g):
+    return (jnp.broadcast_to(g.mean(time_axis, keepdims=True), g.shape),)
 
 
 time_mean_grad.defvjp(_tmg_fwd, _tmg_bwd)
@@ -243,13 +246,33 @@ def rga_slope(x_bar, *, leak, gamma, v_threshold=1.0):
     return (g / v_threshold).astype(x_bar.dtype)
 
 
+def _time_loop(body, v0, xs, *, unroll: bool, time_axis: int):
+    """``lax.scan(body, v0, xs)`` over axis ``time_axis`` of every leaf of ``xs``; the outputs keep that axis.
+
+    Unrolled, the loop is written out step by step on slices of that axis, so a batch-major
+    ``[B, T, ...]`` input needs no transpose to time-major and XLA fuses across steps.
+    """
+    if not unroll:
+        move = lambda a: jnp.moveaxis(a, time_axis, 0)
+        _, out = jax.lax.scan(body, v0, jax.tree.map(move, xs))
+        return jax.tree.map(lambda a: jnp.moveaxis(a, 0, time_axis), out)
+    T = jax.tree.leaves(xs)[0].shape[time_axis]
+    v, outs = v0, []
+    for t in range(T):
+        v, out = body(v, jax.tree.map(lambda a: jax.lax.index_in_dim(a, t, time_axis, keepdims=False), xs))
+        outs.append(out)
+    return jax.tree.map(lambda *a: jnp.stack(a, time_axis), *outs)
+
+
 def scan(step, x_seq, v0, *, remat: bool = False, gradient: str = "bptt", return_trace: bool = False,
-         unroll: bool = False, rate_slope: Optional[Callable] = None):
+         unroll: Optional[bool] = None, rate_slope: Optional[Callable] = None, time_axis: int = 0):
     """Runs ``step`` over the time axis of ``x_seq`` from ``v0``; the gradient mode shapes the backward.
 
-    ``unroll`` unrolls the time loop fully (``lax.scan(unroll=True)``): for short T on CPU the
-    loop overhead dominates (digits, T = 4: 1.4–1.8× training steps/s, measured A/B on a loaded
-    machine); XLA then fuses across steps, so floats may differ in the last bits.
+    ``unroll`` writes the time loop out step by step (``None``: when T ≤ :data:`UNROLL_MAX_T`).
+    For short T the loop's overhead dominates on CPU; unrolled, XLA fuses the steps
+    (digits training step, T = 4: 1.2–1.4× on an idle 2-core CPU, ``bench/train_step.py``) and floats
+    may differ from the rolled loop in the last bits. ``time_axis`` is the axis of ``x_seq`` (and of
+    the returned trace) that is time: 1 for batch-major ``[B, T, ...]`` activations.
 
     The rate modes (``"bptr"``, ``"rga"``, ``"ann"``) run the scan without gradient and add
     ``slope·(x̄ − sg(x̄))`` (zero forward) to the spikes, so ``∂S_t/∂X_t' = slope / T``;
@@ -258,13 +281,15 @@ def scan(step, x_seq, v0, *, remat: bool = False, gradient: str = "bptt", return
 
     Returns the spikes ``[T, ...]`` (or the whole :class:`Trace`).
     """
+    T = jax.tree.leaves(x_seq)[0].shape[time_axis]
+    unroll = T <= UNROLL_MAX_T if unroll is None else bool(unroll)
+    loop = functools.partial(_time_loop, unroll=unroll, time_axis=time_axis)
     body = jax.checkpoint(step) if remat else step
     if gradient in RATE_GRADIENTS:
         x_const = jax.lax.stop_gradient(x_seq)
-        _, trace = jax.lax.scan(body, v0, x_const, unroll=unroll)
-        trace = jax.lax.stop_gradient(trace)
-        rate = trace.spikes.mean(0)
-        x_bar = x_seq.mean(0)
+        trace = jax.lax.stop_gradient(loop(body, v0, x_const))
+        rate = trace.spikes.mean(time_axis)
+        x_bar = x_seq.mean(time_axis)
         if gradient == "bptr":  # backward through the rate: d r / d x̄ = 1[r > 0]; the output spikes carry it.
             surrogate_path = jnp.where(rate > 0, x_bar - jax.lax.stop_gradient(x_bar), 0.0)
         else:
@@ -272,12 +297,12 @@ def scan(step, x_seq, v0, *, remat: bool = False, gradient: str = "bptt", return
                 raise ValueError(f"neuron.scan: gradient={gradient!r} needs rate_slope(x_bar, rate)")
             slope = jax.lax.stop_gradient(rate_slope(jax.lax.stop_gradient(x_bar), rate))
             surrogate_path = slope * (x_bar - jax.lax.stop_gradient(x_bar))
-        trace = trace._replace(spikes=trace.spikes + surrogate_path[None])
+        trace = trace._replace(spikes=trace.spikes + jnp.expand_dims(surrogate_path, time_axis))
     elif gradient == "hart":
         hart_body = lambda v, x: body(jax.lax.stop_gradient(v), x)
-        _, trace = jax.lax.scan(hart_body, v0, time_mean_grad(x_seq), unroll=unroll)
+        trace = loop(hart_body, v0, time_mean_grad(x_seq, time_axis))
     else:
-        _, trace = jax.lax.scan(body, v0, x_seq, unroll=unroll)
+        trace = loop(body, v0, x_seq)
     return trace if return_trace else trace.spikes
 
 
@@ -303,7 +328,7 @@ def rate_slope_fn(cfg: "NeuronConfig", surrogate: Optional[Surrogate]) -> Option
 
 
 def run(cfg: NeuronConfig, x_seq, *, gain=None, surrogate: Optional[Surrogate] = None,
-        return_trace: bool = False, where: str = "neuron."):
+        return_trace: bool = False, where: str = "neuron.", time_axis: int = 0):
     """The neuron ``cfg`` over time: charge, fire, reset (the one dispatch over kinds).
 
     Args:
@@ -314,28 +339,34 @@ def run(cfg: NeuronConfig, x_seq, *, gain=None, surrogate: Optional[Surrogate] =
         ``None`` = :func:`default_surrogate` of ``cfg``.
       return_trace: return the :class:`Trace` (spikes, H, V) instead of the spikes.
       where: prefix of the error messages.
+      time_axis: the axis of ``x_seq`` that is time (0: ``[T, ...]``; 1: batch-major ``[B, T, ...]``,
+        which an unrolled loop runs without transposing); the trace keeps it.
 
     Returns:
       Spikes ``[T, ...]`` (or a :class:`Trace`; its spikes carry the BPTR backward).
     """
     cfg = cfg.check(where)
     x_seq = jnp.asarray(x_seq)
-    if x_seq.ndim < 1 or x_seq.shape[0] < 1:
-        raise ValueError(f"{where}x_seq: must be time-major [T, ...] with T >= 1, got shape {x_seq.shape}")
+    if x_seq.ndim <= time_axis or x_seq.shape[time_axis] < 1:
+        raise ValueError(f"{where}x_seq: must have a time axis {time_axis} with T >= 1, got shape {x_seq.shape}")
+    T = x_seq.shape[time_axis]
     if cfg.kind == "dlif":
         gain = jnp.asarray(gain)
-        if gain.shape != (x_seq.shape[0],):
-            raise ValueError(f"{where}dlif: gain must have shape [T]={(x_seq.shape[0],)}, got {gain.shape}")
-        x_seq = x_seq * gain.reshape((-1,) + (1,) * (x_seq.ndim - 1)).astype(x_seq.dtype)
+        if gain.shape != (T,):
+            raise ValueError(f"{where}dlif: gain must have shape [T]={(T,)}, got {gain.shape}")
+        shape = [1] * x_seq.ndim
+        shape[time_axis] = T
+        x_seq = x_seq * gain.reshape(shape).astype(x_seq.dtype)
     if cfg.kind == "lif":
         charge = lambda v, x: lif_charge(v, x, tau=cfg.tau, v_reset=cfg.v_reset, decay_input=cfg.decay_input)
     else:
         charge = lambda v, x: leaky_charge(v, x, leak=cfg.leak)
     step = make_step(charge, v_threshold=cfg.v_threshold, v_reset=cfg.v_reset, detach_reset=cfg.detach_reset,
                      surrogate=default_surrogate(cfg) if surrogate is None else surrogate)
-    v0 = jnp.full(x_seq.shape[1:], 0.0 if cfg.v_reset is None else cfg.v_reset, x_seq.dtype)
+    state_shape = x_seq.shape[:time_axis] + x_seq.shape[time_axis + 1:]
+    v0 = jnp.full(state_shape, 0.0 if cfg.v_reset is None else cfg.v_reset, x_seq.dtype)
     trace = scan(step, x_seq, v0, remat=cfg.remat, gradient=cfg.gradient, return_trace=True, unroll=cfg.unroll,
-                 rate_slope=rate_slope_fn(cfg, surrogate))
+                 rate_slope=rate_slope_fn(cfg, surrogate), time_axis=time_axis)
     return trace._replace(current=x_seq) if return_trace else trace.spikes
 
 

@@ -383,6 +383,38 @@ def test_remat_identical_values_and_gradients(name, option):
     assert np.abs(np.asarray(outs[True][1])).sum() > 0
 
 
+@pytest.mark.parametrize("unroll", [False, True])
+@pytest.mark.parametrize("gradient", ["bptt", "bptr", "rga", "hart", "ann"])
+@pytest.mark.parametrize("kind", ["lif", "dlif"])
+def test_batch_major_time_axis_is_the_time_major_neuron(kind, gradient, unroll, x64):
+    """``time_axis=1`` on ``[B, T, ...]`` (what SpikingNeuron runs, no transpose) is the time-major neuron."""
+    cfg = (neuron.LIF if kind == "lif" else neuron.DLIF)._replace(gradient=gradient, unroll=unroll)
+    x = jnp.asarray(_inputs((5, 3, 4), seed=3))  # [T, B, N]
+    w = jnp.asarray(_loss_weights(x.shape)[0])
+    gain = jnp.linspace(0.5, 1.5, 5) if kind == "dlif" else None
+
+    def loss(x, axis):
+        xs = x if axis == 0 else jnp.swapaxes(x, 0, 1)
+        tr = neuron.run(cfg, xs, gain=gain, return_trace=True, time_axis=axis)
+        tr = tr if axis == 0 else jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tr)
+        return jnp.sum(w * tr.spikes) + jnp.sum(tr.h ** 2), tr
+
+    (l0, t0), g0 = jax.value_and_grad(loss, has_aux=True)(x, 0)
+    (l1, t1), g1 = jax.value_and_grad(loss, has_aux=True)(x, 1)
+    for a, b in zip(jax.tree.leaves(t0), jax.tree.leaves(t1)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_allclose(float(l0), float(l1), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(g0), np.asarray(g1), rtol=1e-12, atol=1e-12)
+    assert np.abs(np.asarray(g0)).sum() > 0
+
+
+def test_unroll_none_unrolls_short_sequences_only():
+    """``unroll=None`` writes the loop out for T ≤ UNROLL_MAX_T (no while loop in the program), scans beyond."""
+    for T, rolled in ((neuron.UNROLL_MAX_T, False), (neuron.UNROLL_MAX_T + 1, True)):
+        text = str(jax.make_jaxpr(lambda x: neuron.lif(x))(jnp.ones((T, 2))))
+        assert ("scan" in text) == rolled, (T, text[:200])
+
+
 # ----------------------------------------------------------------------------- BPTR
 
 

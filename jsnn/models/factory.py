@@ -30,7 +30,7 @@ def neuron_config(model_cfg) -> NeuronConfig:
     if reset not in ("hard", "soft"):
         raise ValueError(f"model.reset: {reset!r}; allowed: hard, soft")
     name = cfg_lib.get(model_cfg, "surrogate", None)
-    surrogate = None
+    surrogate, unroll = None, cfg_lib.get(model_cfg, "unroll", None)
     if name:
         try:
             surrogate = surrogate_lib.by_name(name, cfg_lib.get(model_cfg, "surrogate_width", None))
@@ -48,7 +48,7 @@ def neuron_config(model_cfg) -> NeuronConfig:
         gradient=cfg_lib.check_choice(cfg_lib.get(model_cfg, "spike_gradient", "bptt"), "model.spike_gradient",
                                       GRADIENTS),
         remat=bool(cfg_lib.get(model_cfg, "remat", False)),
-        unroll=bool(cfg_lib.get(model_cfg, "unroll", False)),
+        unroll=None if unroll is None else cfg_lib.check_bool(unroll, "model.unroll"),
     )
     return cfg.check("model.")
 
