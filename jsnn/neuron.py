@@ -127,8 +127,8 @@ class NeuronConfig(NamedTuple):
 
 LIF = NeuronConfig()
 IF = NeuronConfig(kind="if", leak=1.0)
-UNROLL_MAX_T = 8  # NeuronConfig.unroll=None unrolls the time loop up to this T (bench/train_step.py, bench/neuron.py)
 DLIF = NeuronConfig(kind="dlif", leak=0.99)
+UNROLL_MAX_T = 8  # NeuronConfig.unroll=None unrolls the time loop up to this T (bench/train_step.py, bench/neuron.py)
 
 # The surrogate of each kind when NeuronConfig.surrogate is None: sigmoid(4) (SpikingJelly's LIF),
 # triangle(1) for IF / DLIF (the robustness papers' preset).
@@ -363,7 +363,7 @@ def run(cfg: NeuronConfig, x_seq, *, gain=None, surrogate: Optional[Surrogate] =
         which an unrolled loop runs without transposing); the trace keeps it.
 
     Returns:
-      Spikes ``[T, ...]`` (or a :class:`Trace`; its spikes carry the BPTR backward).
+      Spikes with time on ``time_axis`` (or a :class:`Trace`; its spikes carry the BPTR backward).
     """
     cfg = cfg.check(where)
     x_seq = jnp.asarray(x_seq)
