@@ -14,18 +14,22 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from typing import NamedTuple, Optional, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jsnn import encoding, neuron
 from jsnn.neuron import DLIF, IF, LIF, NeuronConfig
 from jsnn.surrogate import Surrogate
 
 # The neuron presets live with their dynamics in jsnn.neuron; re-exported for model code.
-__all__ = ["DLIF", "IF", "LIF", "NeuronConfig", "SpikingNeuron", "Encoder", "EncoderConfig", "Normalize",
-           "attack_surrogate", "batch_norm", "merge_time", "neuron_override", "split_time", "time_average"]
+__all__ = ["DLIF", "IF", "LIF", "NeuronConfig", "SpikingNeuron", "Conv", "Encoder", "EncoderConfig", "Normalize",
+           "attack_surrogate", "batch_norm", "conv_general_dilated", "merge_time", "neuron_override", "split_time",
+           "time_average"]
 
 _ATTACK_SURROGATE: contextvars.ContextVar = contextvars.ContextVar("jsnn_attack_surrogate", default=None)
 
@@ -227,6 +231,70 @@ class Normalize(nn.Module):
         mean = jnp.asarray(self.mean, x.dtype)
         std = jnp.asarray(self.std, x.dtype)
         return (x - mean) / std
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count: int = 1, batch_group_count: int = 1,
+                         precision=None, preferred_element_type=None):
+    """``lax.conv_general_dilated`` whose input gradient is a canonical convolution, in loops too.
+
+    The input gradient of ``y = conv(x, W)`` is ``conv(g, rev(W))`` with W's in/out feature axes
+    swapped (``01oi`` kernel labels). XLA CPU rewrites such convolutions into Eigen's canonical
+    ``01io`` form only in the entry computation (``xla/service/cpu/conv_canonicalization.h``: "all
+    top-level convolutions"); inside a ``while`` body (APGD's ``fori_loop``, ``lax.map`` chunks,
+    TRADES' inner attack) it ran as a generic loop, ~3.5× slower (docs/attack_speed.md). Here the
+    backward swaps W's feature axes itself, ``Wᵀ = swapaxes(W, i, o)``, and differentiates
+    ``conv(x, Wᵀ)`` under the swapped labels: the same function, whose transpose is canonical.
+    Values and gradients equal ``lax.conv_general_dilated``'s (grouped convolutions take it as is).
+    Reverse mode only: ``jax.jvp`` through it raises (jsnn uses no forward mode).
+
+    Args and returns: as ``lax.conv_general_dilated``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jax import lax
+        >>> from jsnn.layers import conv_general_dilated
+        >>> x, w = jnp.ones((1, 4, 4, 2)), jnp.arange(36.).reshape(3, 3, 2, 2)
+        >>> dn = ("NHWC", "HWIO", "NHWC")
+        >>> ours = jax.grad(lambda x: conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn).sum())(x)
+        >>> ref = jax.grad(lambda x: lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn).sum())(x)
+        >>> bool(jnp.all(ours == ref))
+        True
+    """
+    conv = functools.partial(lax.conv_general_dilated, window_strides=window_strides,
+                             padding=padding if isinstance(padding, str) else tuple(map(tuple, padding)),
+                             lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+                             feature_group_count=feature_group_count, batch_group_count=batch_group_count,
+                             precision=precision, preferred_element_type=preferred_element_type)
+    dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    if feature_group_count != 1 or batch_group_count != 1:
+        return conv(lhs, rhs, dimension_numbers=dn)
+    return _conv_canonical_transpose(conv, dn, lhs, rhs)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _conv_canonical_transpose(conv, dn, lhs, rhs):
+    return conv(lhs, rhs, dimension_numbers=dn)
+
+
+def _conv_fwd(conv, dn, lhs, rhs):
+    return conv(lhs, rhs, dimension_numbers=dn), (lhs, rhs)
+
+
+def _conv_bwd(conv, dn, residuals, g):
+    lhs, rhs = residuals
+    out_axis, in_axis = dn.rhs_spec[:2]
+    swapped = dn._replace(rhs_spec=(in_axis, out_axis) + tuple(dn.rhs_spec[2:]))
+    rhs_t = jnp.swapaxes(rhs, in_axis, out_axis)
+    (d_lhs,) = jax.vjp(lambda x: conv(x, rhs_t, dimension_numbers=swapped), lhs)[1](g)
+    (d_rhs,) = jax.vjp(lambda w: conv(lhs, w, dimension_numbers=dn), rhs)[1](g)
+    return d_lhs, d_rhs
+
+
+_conv_canonical_transpose.defvjp(_conv_fwd, _conv_bwd)
+
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
+Conv.__doc__ = """``flax.linen.Conv`` running :func:`conv_general_dilated` (same parameters and values)."""
 
 
 def batch_norm(train: bool, name: Optional[str] = None):

@@ -40,7 +40,7 @@ from typing import Optional, Sequence, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jsnn.layers import SpikingNeuron, batch_norm, time_average
+from jsnn.layers import Conv, SpikingNeuron, batch_norm, time_average
 from jsnn.models.base import SpikingModel
 from jsnn.models.stem import encode_first
 from jsnn.neuron import NeuronConfig
@@ -51,13 +51,13 @@ PAD1 = ((1, 1), (1, 1))
 
 def conv3x3(features: int, strides: int = 1, name: Optional[str] = None):
     """3×3 conv, PyTorch padding 1, no bias (a BatchNorm follows or precedes it)."""
-    return nn.Conv(features, (3, 3), (strides, strides), padding=PAD1, use_bias=False,
+    return Conv(features, (3, 3), (strides, strides), padding=PAD1, use_bias=False,
                    kernel_init=CONV_INIT, name=name)
 
 
 def conv1x1(features: int, strides: int = 1, name: Optional[str] = None):
     """1×1 projection shortcut, no bias."""
-    return nn.Conv(features, (1, 1), (strides, strides), padding="VALID", use_bias=False,
+    return Conv(features, (1, 1), (strides, strides), padding="VALID", use_bias=False,
                    kernel_init=CONV_INIT, name=name)
 
 
@@ -339,7 +339,7 @@ class SEWResNet(SpikingModel):
         if stem == "auto":
             stem = "cifar" if max(x.shape[-3], x.shape[-2]) <= 64 else "imagenet"
         if stem == "imagenet":
-            first = nn.Conv(widths[0], (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
+            first = Conv(widths[0], (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False,
                             kernel_init=CONV_INIT, name="stem")
         else:
             first = conv3x3(widths[0], name="stem")

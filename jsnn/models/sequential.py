@@ -41,7 +41,7 @@ from typing import Any, Dict, Mapping, Sequence, Tuple
 import flax.linen as nn
 import jax
 
-from jsnn.layers import Encoder, EncoderConfig, Normalize, SpikingNeuron, time_average
+from jsnn.layers import Conv, Encoder, EncoderConfig, Normalize, SpikingNeuron, time_average
 from jsnn.models.base import SpikingModel
 from jsnn.neuron import LIF, NeuronConfig
 
@@ -141,9 +141,9 @@ class SequentialSNN(SpikingModel):
             d = layer_dict(layer)
             kind, name = d["kind"], d["name"]
             if kind == "conv":
-                h = nn.Conv(d["features"], tuple(d["kernel"]), tuple(d["strides"]), padding=d["padding"],
-                            kernel_dilation=tuple(d["dilation"]), feature_group_count=d["groups"],
-                            use_bias=d["bias"], name=name)(h)
+                h = Conv(d["features"], tuple(d["kernel"]), tuple(d["strides"]), padding=d["padding"],
+                         kernel_dilation=tuple(d["dilation"]), feature_group_count=d["groups"],
+                         use_bias=d["bias"], name=name)(h)
             elif kind == "dense":
                 h = nn.Dense(d["features"], use_bias=d["bias"], name=name)(h)
             elif kind == "avg_pool":

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import flax.linen as nn
 
-from jsnn.layers import SpikingNeuron, batch_norm, time_average
+from jsnn.layers import Conv, SpikingNeuron, batch_norm, time_average
 from jsnn.models.base import SpikingModel
 from jsnn.models.stem import encode_first
 
@@ -46,7 +46,7 @@ class SpikingConvNet(SpikingModel):
     @nn.compact
     def __call__(self, x, train: bool = False):
         self.check_input(x)
-        conv = lambda f: nn.Conv(f, (3, 3), padding="SAME", use_bias=False)
+        conv = lambda f: Conv(f, (3, 3), padding="SAME", use_bias=False)
         h = None if self.features else encode_first(self, x, lambda a: a)
         for i, f in enumerate(self.features):
             h = encode_first(self, x, conv(f)) if i == 0 else conv(f)(h)

@@ -33,7 +33,7 @@ from typing import Sequence, Union
 
 import flax.linen as nn
 
-from jsnn.layers import SpikingNeuron, batch_norm, time_average
+from jsnn.layers import Conv, SpikingNeuron, batch_norm, time_average
 from jsnn.models.base import SpikingModel
 from jsnn.models.stem import encode_first
 from jsnn.neuron import NeuronConfig
@@ -134,7 +134,7 @@ class SpikingVGG(SpikingModel):
             elif s == "M":
                 layer = lambda a: nn.max_pool(a, (2, 2), (2, 2))
             else:
-                layer = nn.Conv(s, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, kernel_init=CONV_INIT)
+                layer = Conv(s, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, kernel_init=CONV_INIT)
             h = encode_first(self, x, layer) if i == 0 else layer(h)  # direct coding: once over T
             if s not in POOLS:
                 h = batch_norm(train)(h)
