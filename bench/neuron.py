@@ -7,7 +7,10 @@
 Shape ``[T, B, F]`` float32, LIF τ=2 (decay_input), V_th=1, hard reset 0, sigmoid(4) surrogate;
 forward, and forward+backward of ``sum(spikes)`` w.r.t. the input current, timed separately.
 
-* ``jsnn``: ``jax.jit(neuron.lif)`` (a ``lax.scan``); compile time reported apart.
+* ``jsnn``: ``jax.jit(neuron.lif)`` (a ``lax.scan``; unrolled for T ≤ 8); compile time reported apart.
+  ``f+b`` is the default backward (T > 8: :mod:`jsnn.bptt`'s reverse scan), ``f+b autodiff`` autodiff of
+  the scan (``fused=False``), ``remat`` the same with ``remat=True``, ``f+b fused rolled`` (T ≤ 8) the
+  hand-written backward on a rolled scan (``fused=True``).
 * ``loop``: the same dynamics as an eager Python loop over ``jnp`` ops (what a naive user writes),
   gradient by un-jitted ``jax.grad``.
 * ``sj``: SpikingJelly 2.0 ``LIFNode(step_mode='m')`` on CPU float32 (2.0 has no ``backend=`` argument;
@@ -23,7 +26,8 @@ forward, and forward+backward of ``sum(spikes)`` w.r.t. the input current, timed
   skipped.
 
 Timing: warm-up, ``block_until_ready``, median of N (Spyx benchmark style). Memory: XLA's
-``memory_analysis()`` of the compiled forward+backward at the largest T with ``remat`` off and on.
+``memory_analysis()`` of the compiled forward+backward at the largest T: the default (for T > 8 the
+hand-written BPTT of :mod:`jsnn.bptt`), autodiff of the scan (``fused=False``), and autodiff with ``remat``.
 """
 
 from __future__ import annotations
@@ -147,8 +151,8 @@ def main(argv):
     B, Fs = FLAGS.batch, [int(f) for f in FLAGS.features]
     surr = surrogate.sigmoid(4.0)
 
-    def lif(x, remat=False):
-        return neuron.lif(x, tau=2.0, v_threshold=1.0, v_reset=0.0, surrogate=surr, remat=remat)
+    def lif(x, remat=False, fused=None):
+        return neuron.lif(x, tau=2.0, v_threshold=1.0, v_reset=0.0, surrogate=surr, remat=remat, fused=fused)
 
     def loop_lif(x):  # the naive eager reference
         v = jnp.zeros(x.shape[1:], x.dtype)
@@ -171,9 +175,15 @@ def main(argv):
             assert bool((lif(x) == loop_lif(x)).all()), "jsnn and the loop reference disagree"
             fwd = common.time_jit(lif, x, repeats=FLAGS.repeats)
             fwd_bwd = common.time_jit(jax.grad(lambda x: lif(x).sum()), x, repeats=FLAGS.repeats)
-            fwd_bwd_remat = common.time_jit(jax.grad(lambda x: lif(x, remat=True).sum()), x, repeats=FLAGS.repeats)
+            fwd_bwd_auto = common.time_jit(jax.grad(lambda x: lif(x, fused=False).sum()), x, repeats=FLAGS.repeats)
+            fwd_bwd_remat = common.time_jit(jax.grad(lambda x: lif(x, remat=True, fused=False).sum()), x,
+                                            repeats=FLAGS.repeats)
             row = {"T": T, "F": F, "jsnn_compile_fwd": fwd.compile_s, "jsnn_compile_fwd_bwd": fwd_bwd.compile_s}
-            timings = {"jsnn_fwd": fwd, "jsnn_fwd_bwd": fwd_bwd, "jsnn_fwd_bwd_remat": fwd_bwd_remat}
+            timings = {"jsnn_fwd": fwd, "jsnn_fwd_bwd": fwd_bwd, "jsnn_fwd_bwd_autodiff": fwd_bwd_auto,
+                       "jsnn_fwd_bwd_remat": fwd_bwd_remat}
+            if T <= neuron.UNROLL_MAX_T:  # the default unrolls here; the fused backward on a rolled scan too
+                fused = common.time_jit(jax.grad(lambda x: lif(x, fused=True).sum()), x, repeats=FLAGS.repeats)
+                timings["jsnn_fwd_bwd_fused"] = fused
             if FLAGS.loop:
                 timings["loop_fwd"] = common.time_eager(loop_lif, x, repeats=FLAGS.loop_repeats)
                 timings["loop_fwd_bwd"] = common.time_eager(jax.grad(lambda x: loop_lif(x).sum()), x,
@@ -203,7 +213,8 @@ def main(argv):
     if "sj" in labels and any("sj_autograd_fwd" in r for r in results["rows"]):
         labels.append("sj_autograd")
 
-    cols = [("jsnn_fwd", "jsnn fwd"), ("jsnn_fwd_bwd", "jsnn f+b"), ("jsnn_fwd_bwd_remat", "jsnn f+b remat")]
+    cols = [("jsnn_fwd", "jsnn fwd"), ("jsnn_fwd_bwd", "jsnn f+b"), ("jsnn_fwd_bwd_autodiff", "f+b autodiff"),
+            ("jsnn_fwd_bwd_remat", "f+b autodiff remat"), ("jsnn_fwd_bwd_fused", "f+b fused rolled")]
     if FLAGS.loop:
         cols += [("loop_fwd", "loop fwd"), ("loop_fwd_bwd", "loop f+b")]
     cols += [c for lb in labels for c in ((f"{lb}_fwd", f"{lb} fwd"), (f"{lb}_fwd_bwd", f"{lb} f+b"))]
@@ -232,18 +243,20 @@ def main(argv):
     # ---- memory of forward+backward at the largest T: remat off vs on
     T, F = max(Ts), Fs[0]
     x = jnp.zeros((T, B, F), jnp.float32)
-    mem = {remat: common.memory_of(jax.grad(lambda x: lif(x, remat=remat).sum()), x) for remat in (False, True)}
+    variants = {"default": dict(), "autodiff": dict(fused=False), "autodiff remat": dict(fused=False, remat=True)}
+    mem = {k: common.memory_of(jax.grad(lambda x, kw=kw: lif(x, **kw).sum()), x) for k, kw in variants.items()}
     results["memory"] = {str(k): v for k, v in mem.items()}
     mib = lambda b: f"{b / 2**20:.1f}"
     print(f"\nXLA memory_analysis of jit(grad(sum(lif(x)))) at T={T}, F={F} (MiB)")
-    print(common.table(["remat", "temp", "argument", "output", "temp+arg+out"],
+    print(common.table(["backward", "temp", "argument", "output", "temp+arg+out"],
                        [[k, mib(v["temp_size_in_bytes"]), mib(v["argument_size_in_bytes"]),
                          mib(v["output_size_in_bytes"]),
                          mib(v["temp_size_in_bytes"] + v["argument_size_in_bytes"] + v["output_size_in_bytes"])]
                         for k, v in mem.items()]))
-    t_ratio = mem[True]["temp_size_in_bytes"] / mem[False]["temp_size_in_bytes"]
+    t_ratio = mem["autodiff remat"]["temp_size_in_bytes"] / mem["autodiff"]["temp_size_in_bytes"]
     tot = lambda v: v["temp_size_in_bytes"] + v["argument_size_in_bytes"] + v["output_size_in_bytes"]
-    print(f"remat/no-remat temp ratio {t_ratio:.3f}; total ratio {tot(mem[True]) / tot(mem[False]):.3f} "
+    print(f"default/autodiff total ratio {tot(mem['default']) / tot(mem['autodiff']):.3f}; remat/autodiff temp ratio "
+          f"{t_ratio:.3f}, total ratio {tot(mem['autodiff remat']) / tot(mem['autodiff']):.3f} "
           f"(one [T,B,F] f32 array = {mib(T * B * F * 4)} MiB)")
     results["memory"]["temp_ratio"] = t_ratio
     if FLAGS.json_out:

@@ -50,6 +50,7 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from jsnn import bptt
 from jsnn import surrogate as surrogate_lib
 from jsnn.surrogate import Surrogate
 
@@ -76,6 +77,9 @@ class NeuronConfig(NamedTuple):
       remat: recompute each step in the backward pass (memory flat in T for the state).
       unroll: unroll the time loop; ``None`` (default) unrolls when T ≤ :data:`UNROLL_MAX_T`
         (faster for small T; see :func:`scan`).
+      fused: ``gradient="bptt"`` with the hand-written reverse scan of :mod:`jsnn.bptt` (it keeps
+        only H per step; ``remat`` is then moot); ``None`` (default): when the loop is rolled;
+        ``True``: always (a rolled scan); ``False``: autodiff of the step.
 
     Example:
         >>> from jsnn.neuron import DLIF, IF, LIF
@@ -101,6 +105,7 @@ class NeuronConfig(NamedTuple):
     gradient: str = "bptt"
     remat: bool = False
     unroll: Optional[bool] = None
+    fused: Optional[bool] = None
 
     def check(self, where: str = "model.") -> "NeuronConfig":
         """Validates the fields (traced values are skipped) with one line naming the field.
@@ -385,9 +390,29 @@ def run(cfg: NeuronConfig, x_seq, *, gain=None, surrogate: Optional[Surrogate] =
                      surrogate=default_surrogate(cfg) if surrogate is None else surrogate)
     state_shape = x_seq.shape[:time_axis] + x_seq.shape[time_axis + 1:]
     v0 = jnp.full(state_shape, 0.0 if cfg.v_reset is None else cfg.v_reset, x_seq.dtype)
+    lin = _linear_charge(cfg)
+    rolled = not (T <= UNROLL_MAX_T if cfg.unroll is None else bool(cfg.unroll))
+    if cfg.gradient == "bptt" and lin is not None and (rolled if cfg.fused is None else cfg.fused):
+        s_used = default_surrogate(cfg) if surrogate is None else surrogate
+        s_seq, h_seq, v_seq = bptt.scan(step, lin, jnp.moveaxis(x_seq, time_axis, 0), v0, s_used)
+        trace = Trace(*(jnp.moveaxis(a, 0, time_axis) for a in (s_seq, h_seq, v_seq)))
+        return trace._replace(current=x_seq) if return_trace else trace.spikes
     trace = scan(step, x_seq, v0, remat=cfg.remat, gradient=cfg.gradient, return_trace=True, unroll=cfg.unroll,
                  rate_slope=rate_slope_fn(cfg, surrogate), time_axis=time_axis)
     return trace._replace(current=x_seq) if return_trace else trace.spikes
+
+
+def _linear_charge(cfg: NeuronConfig) -> Optional["bptt.Linear"]:
+    """The charge's partials ``∂H/∂V``, ``∂H/∂X`` and the reset constants (``None`` when a field is traced)."""
+    fields = (cfg.tau, cfg.leak, cfg.v_threshold, cfg.v_reset)
+    if any(_traced(f) for f in fields):
+        return None
+    if cfg.kind == "lif":
+        a, b = 1.0 - 1.0 / cfg.tau, (1.0 / cfg.tau if cfg.decay_input else 1.0)
+    else:
+        a, b = cfg.leak, 1.0
+    return bptt.Linear(float(a), float(b), float(cfg.v_threshold), None if cfg.v_reset is None else float(cfg.v_reset),
+                       bool(cfg.detach_reset))
 
 
 def lif(x_seq, *, surrogate: Optional[Surrogate] = None, return_trace: bool = False, **params):
