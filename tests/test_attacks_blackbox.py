@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits
 from jsnn import models
 from jsnn.attacks.eot import correct_draws
 from jsnn.attacks.apgd import apgd, apgd_targeted
-from jsnn.attacks.autoattack import autoattack, summary
+from jsnn.attacks.autoattack import Stage, autoattack, summary
 from jsnn.attacks.fab import fab_t, projection_linf
 from jsnn.attacks.square import margin, p_selection, square, square_sizes
 from jsnn.layers import EncoderConfig
@@ -214,9 +214,9 @@ def test_fab_t_on_spiking_model_invariants(conv, digits):
 SMALL = dict(steps=5, queries=100, num_targets=3)
 
 
-def run_autoattack(fn, x, y, key, *, eps, **kwargs):
+def run_autoattack(fn, x, y, key, *, eps, stages=None, **kwargs):
     """The combinator called once, its info as the 0.1 result's fields."""
-    x_adv, info = autoattack(**kwargs)(fn, x, y, key, eps=eps, full_output=True)
+    x_adv, info = autoattack(**kwargs)(fn, x, y, key, eps=eps, full_output=True, stages=stages)
     return types.SimpleNamespace(x_adv=np.asarray(x_adv), robust=np.asarray(info["robust"]), log=summary(info),
                                  draw_accuracy=float(np.mean(info["draw_accuracy"])),
                                  all_draws_accuracy=float(np.mean(info["all_draws"])), info=info)
@@ -313,6 +313,39 @@ def test_square_and_fab_attack_only_the_active_examples_with_their_own_draws():
     x_host, info_host = fab_t(fn, x, y, KEY, eps=0.05, steps=10, num_targets=2, full_output=True)
     np.testing.assert_allclose(np.asarray(x_host), np.asarray(x_jit), atol=1e-6)
     np.testing.assert_allclose(np.asarray(info_host["distance"]), np.asarray(info_jit["distance"]), rtol=1e-5)
+
+
+def test_autoattack_given_stages_are_the_stages_run_with_their_keys(conv):
+    """A stage given as (key, outcome on every example) gives the verdicts of running it with that key on
+    the still-robust examples: the suite's standalone APGD-CE and Square records stand in for the stages."""
+    fn, x, y = conv
+    eps, k_ce, k_sq = 0.05, jax.random.key(11), jax.random.key(12)
+
+    def outcome(attack, k):
+        k_attack, k_judge = jax.random.split(k)
+        xa = attack(k_attack)
+        return np.asarray(xa), np.asarray(correct_draws(fn, xa, y, k_judge, draws=1).mean(0) <= 0.5)
+
+    x_ce, f_ce = outcome(lambda k: apgd(fn, x, y, k, eps=eps, steps=5), k_ce)
+    x_sq, f_sq = outcome(lambda k: square(fn, x, y, k, eps=eps, queries=100), k_sq)
+    aa = autoattack(**SMALL)
+    run = lambda stages: aa(fn, x, y, KEY, eps=eps, full_output=True, stages=stages)
+    _, by_key = run({"apgd-ce": Stage(k_ce), "square": Stage(k_sq)})
+    x_given, given = run({"apgd-ce": Stage(k_ce, x_ce, f_ce), "square": Stage(k_sq, x_sq, f_sq)})
+    for name in given["stages"]:
+        np.testing.assert_array_equal(given["stages"][name], by_key["stages"][name], err_msg=name)
+    np.testing.assert_array_equal(given["stages"]["apgd-ce"], np.asarray(given["clean"]) & ~f_ce)
+    assert summary(given)["apgd-ce"] < 1.0  # the given stage fooled some examples
+    assert in_ball(np.asarray(x_given), x, eps)
+    np.testing.assert_array_equal(given["robust"], ~np.asarray(jnp.argmax(fn(x_given, KEY), -1) != y))
+    with pytest.raises(ValueError, match="not a stage"):
+        aa(fn, x, y, KEY, eps=eps, stages={"fab": Stage(k_ce)})
+    with pytest.raises(ValueError, match="both x_adv and fooled"):
+        aa(fn, x, y, KEY, eps=eps, stages={"square": Stage(k_sq, x_sq)})
+    with pytest.raises(ValueError, match="expected x_adv"):
+        aa(fn, x, y, KEY, eps=eps, stages={"square": Stage(k_sq, x_sq[:2], f_sq[:2])})
+    with pytest.raises(ValueError, match="concrete inputs"):
+        jax.jit(lambda xx: aa(fn, xx, y, KEY, eps=eps, stages={"square": Stage(k_sq, x_sq, f_sq)}))(x)
 
 
 @pytest.mark.parametrize("kwargs,field", [(dict(version="plus"), "version"), (dict(norm="l2"), "norm"),

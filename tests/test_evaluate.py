@@ -274,6 +274,34 @@ def test_autoattack_and_transfer_records(run_dir, tmp_path):
     assert doc["sanity"]["flags"]["whitebox_le_blackbox"]["passed"] is None  # no white-box record at that ε
 
 
+def test_autoattack_reuses_the_suite_records_of_its_stages(run_dir, tmp_path, monkeypatch):
+    """APGD-CE and APGD-DLR run once: AutoAttack takes their outcome (stages_from), and recomputing the
+    stages with those records' keys (the records reused from disk, nothing in memory) gives the same record."""
+    aa_lib = sys.modules["jsnn.attacks.autoattack"]
+
+    calls = []
+    real_apgd = aa_lib.apgd
+    monkeypatch.setattr(aa_lib, "apgd", lambda *a, **k: calls.append(k["loss"]) or real_apgd(*a, **k))
+    work = _copy_run(run_dir, tmp_path)
+    over = {"attacks": "clean,apgd-ce,apgd-dlr,autoattack", "autoattack_version": "rand", "main_eps": "16/255",
+            "large_eps": "", "num_examples": 20, "batch_size": 16, "apgd_steps": 3}
+    doc = evaluate.evaluate_workdir(work, output="aa.json", overrides=over)
+    name = "autoattack-rand-linf-eps16/255"
+    aa = doc["records"][name]
+    assert aa["settings"]["stages_from"] == {"apgd-ce": "apgd-ce-linf-eps16/255", "apgd-dlr": "apgd-dlr-linf-eps16/255"}
+    log = aa["autoattack_log"]
+    assert log["apgd-ce"] <= doc["records"]["apgd-ce-linf-eps16/255"]["accuracy"] and log["apgd-dlr"] < log["clean"]
+    assert calls == []  # AutoAttack ran neither stage itself
+    path = os.path.join(work, "aa.json")
+    with open(path) as f:
+        saved = json.load(f)
+    del saved["records"][name]
+    io.write_json(path, saved)
+    again = evaluate.evaluate_workdir(work, output="aa.json", overrides=over)["records"][name]
+    assert again["autoattack_log"] == log and again["accuracy"] == aa["accuracy"]
+    assert sorted(set(calls)) == ["ce", "dlr"]  # this time it ran them itself, with the records' keys
+
+
 @pytest.mark.parametrize("case", ["unfinished", "nan"])
 def test_launcher_refuses_unfinished_and_diverged_runs(run_dir, tmp_path, case):
     work = _copy_run(run_dir, tmp_path)

@@ -29,6 +29,7 @@ counts, ``draws`` for judging; ``full_output=True`` returns ``(x_adv, info)``)::
                draws=None, eot_chunk=None, batch_size=None, verbose=False)
         # info: robust [B], clean [B], stages {name: [B]}, draw_accuracy [B], all_draws [B]
         # (+ seconds with batch_size); autoattack_summary(info) -> {"clean": a0, "apgd-ce": a1, ...}
+        # call: aa(logits_fn, x, y, key, *, eps, full_output=False, stages={name: AutoAttackStage(key, x_adv, fooled)})
     ensemble(attack, estimators, make_logits_fn, *, draws=1, chunk=None, search_examples=32, full=None)
         # call: ens(logits_fn, x, y, key, *, eps, full_output=False, **attack_kwargs); logits_fn judges;
         # estimators: Estimators, specs or presets ("sr", "tmlr", "strong"; gradients.expand);
@@ -73,7 +74,8 @@ Example:
 
 from jsnn.attacks import adaptive, common, eot, gradients, losses
 from jsnn.attacks.apgd import apgd, apgd_targeted, checkpoints as apgd_checkpoints, target_classes
-from jsnn.attacks.autoattack import autoattack, summary as autoattack_summary
+from jsnn.attacks.autoattack import Stage as AutoAttackStage, autoattack, stages_of as autoattack_stages
+from jsnn.attacks.autoattack import summary as autoattack_summary
 from jsnn.attacks.eot import correct_draws, robust_accuracy
 from jsnn.attacks.events import event_attack, random_events
 from jsnn.attacks.fab import fab_t, projection_linf
@@ -90,6 +92,6 @@ __all__ = [
     "apgd", "apgd_targeted", "apgd_checkpoints", "target_classes",
     "correct_draws", "robust_accuracy", "fgsm", "rfgsm", "pgd", "transfer",
     "Estimator", "ensemble", "sr_ensemble",
-    "square", "fab_t", "projection_linf", "autoattack", "autoattack_summary",
+    "square", "fab_t", "projection_linf", "autoattack", "autoattack_summary", "autoattack_stages", "AutoAttackStage",
     "event_attack", "random_events",
 ]

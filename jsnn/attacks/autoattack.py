@@ -24,6 +24,16 @@ example's returned point is the clean image (as in the reference).
   same verdicts (deterministic models; APGD-T and FAB-T return the first fooling target's
   point on the host, the highest-loss one in the jit).
 
+Stages run elsewhere (``stages={name: Stage(key, x_adv, fooled)}`` at call time): a stage's key
+can be given (it is split into (attack key, judgement key) as :mod:`jsnn.evaluate.suite` splits a
+record's batch key), and with it the stage's outcome on every example, which is then used instead
+of running the stage. The cascade's verdict is unchanged by this: an example is robust iff no
+stage fools it, and with the compaction's per-example draws (above) a stage run on the still-robust
+examples fools exactly those the same stage run on every example with the same key fools
+(deterministic models, up to the floating-point effects of the batch size; a stochastic model's
+noise is drawn for the batch it runs on, so there the two agree within Monte Carlo error). This
+is how the evaluation suite runs AutoAttack's APGD-CE and Square once when it also reports them.
+
 Judging (METHODS.md: "judge the final example over several fresh draws, not one"): a point is
 judged on ``draws`` fresh draws of the model's noise (default 1 for "standard", 10 for
 "rand"); it counts as correctly classified iff more than half of the draws predict ``y``.
@@ -39,7 +49,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +64,15 @@ from jsnn.attacks.square import square
 from jsnn.config import check_int
 
 VERSIONS = ("standard", "rand")
+
+
+class Stage(NamedTuple):
+    """A stage's key and, optionally, its outcome on every example, computed elsewhere."""
+
+    key: jax.Array  # split into (attack key, judgement key); chunk c > 0 of batch_size uses fold_in(key, c)
+    x_adv: Optional[np.ndarray] = None  # [B, ...] the stage's attack points on every example of the batch
+    fooled: Optional[np.ndarray] = None  # [B] bool: judged misclassified at x_adv
+
 ATTACKS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
 
 
@@ -72,6 +91,19 @@ def _suite(version: str, *, norm: str, steps: int, num_targets: int, queries: in
     return [(name, suite[name]) for name in ATTACKS[version]]
 
 
+def stages_of(version: str) -> Tuple[str, ...]:
+    """The attacks of ``version`` in cascade order.
+
+    Example:
+        >>> from jsnn.attacks.autoattack import stages_of
+        >>> stages_of("rand")
+        ('apgd-ce', 'apgd-dlr')
+    """
+    if version not in VERSIONS:
+        raise ValueError(f"autoattack version: {version!r}; allowed: {', '.join(VERSIONS)}")
+    return ATTACKS[version]
+
+
 def summary(info: Dict) -> Dict[str, float]:
     """Robust accuracy after each stage, ``{"clean": a₀, "apgd-ce": a₁, ...}``, from a ``full_output`` info."""
     out = {"clean": float(np.mean(np.asarray(info["clean"])))}
@@ -86,7 +118,7 @@ def _judge(fn, x, y, key, draws, eot_chunk):
 
 @functools.partial(jax.jit, static_argnames=("version", "norm", "steps", "num_targets", "queries", "eot",
                                              "draws", "eot_chunk"))
-def _cascade(fn, x, y, key, eps, *, version, norm, steps, num_targets, queries, eot, draws, eot_chunk):
+def _cascade(fn, x, y, key, eps, stage_keys, *, version, norm, steps, num_targets, queries, eot, draws, eot_chunk):
     """The whole cascade on one batch in one jit (traced inputs; keys as the host cascade's chunk 0)."""
     suite = _suite(version, norm=norm, steps=steps, num_targets=num_targets, queries=queries, eot=eot,
                    eot_chunk=eot_chunk)
@@ -94,7 +126,7 @@ def _cascade(fn, x, y, key, eps, *, version, norm, steps, num_targets, queries, 
     robust = _judge(fn, x, y, common.fold(common.fold(key, 0), 0), draws, eot_chunk) > 0.5
     clean, stages, x_adv = robust, {}, x
     for i, (name, attack) in enumerate(suite, start=1):
-        k_attack, k_judge = jax.random.split(common.fold(key, i, 0))
+        k_attack, k_judge = jax.random.split(_stage_key(key, stage_keys.get(name), i, 0))
 
         def stage(carry, attack=attack, k_attack=k_attack, k_judge=k_judge):
             x_adv, robust = carry
@@ -109,7 +141,14 @@ def _cascade(fn, x, y, key, eps, *, version, norm, steps, num_targets, queries, 
                    "all_draws": final == 1.0}
 
 
-def _host(fn, x, y, key, eps, *, version, norm, steps, num_targets, queries, eot, draws, eot_chunk,
+def _stage_key(key, given, i, c):
+    """Stage ``i``'s key on chunk ``c``: ``fold_in(fold_in(key, i), c)``, or the given one (chunk c > 0: folded)."""
+    if given is None:
+        return common.fold(key, i, c)
+    return given if c == 0 else jax.random.fold_in(given, c)
+
+
+def _host(fn, x, y, key, eps, given_stages, *, version, norm, steps, num_targets, queries, eot, draws, eot_chunk,
           batch_size, verbose):
     """The cascade on the host: each stage attacks only the still-robust examples, compacted.
 
@@ -144,11 +183,16 @@ def _host(fn, x, y, key, eps, *, version, norm, steps, num_targets, queries, eot
     x_adv = x_np.copy()
     for i, (name, attack) in enumerate(suite, start=1):
         t0, attacked = time.perf_counter(), int(robust.sum())
-        for c, sel, pad, xb, yb, eb in parts:
+        given = given_stages.get(name)
+        if given is not None and given.fooled is not None:  # run elsewhere: its outcome on the still-robust ones
+            fooled = robust & np.asarray(given.fooled, bool)
+            x_adv[fooled] = np.asarray(given.x_adv)[fooled]
+            robust &= ~fooled
+        for c, sel, pad, xb, yb, eb in parts if given is None or given.fooled is None else ():
             active = robust[pad] & (np.arange(bs) < len(sel))
             if not active.any():
                 continue
-            k_attack, k_judge = jax.random.split(common.fold(key, i, c))
+            k_attack, k_judge = jax.random.split(_stage_key(key, None if given is None else given.key, i, c))
             xa = attack(fn, xb, yb, k_attack, eb, active)
             fooled = (active & (judge(xa, yb, k_judge) <= 0.5))[:len(sel)]
             x_adv[sel[fooled]] = np.asarray(xa)[:len(sel)][fooled]
@@ -156,14 +200,32 @@ def _host(fn, x, y, key, eps, *, version, norm, steps, num_targets, queries, eot
         stages[name] = robust.copy()
         seconds[name] = time.perf_counter() - t0
         if verbose:
-            logging.info("autoattack %s: robust accuracy %.4f (%d images attacked, %.1f s, %.1f images/s)",
-                         name, robust.mean(), attacked, seconds[name], attacked / max(seconds[name], 1e-9))
+            logging.info("autoattack %s: robust accuracy %.4f (%d images %s, %.1f s)", name, robust.mean(), attacked,
+                         "attacked" if given is None or given.fooled is None else "judged by the given outcome",
+                         seconds[name])
     final = np.zeros(n, np.float32)
     k_final = common.fold(key, len(suite) + 1)
     for c, sel, pad, _, yb, _ in parts:
         final[sel] = judge(jnp.asarray(x_adv[pad]), yb, common.fold(k_final, c))[:len(sel)]
     return jnp.asarray(x_adv), {"robust": robust, "clean": clean, "stages": stages, "draw_accuracy": final,
                                 "all_draws": final == 1.0, "seconds": seconds}
+
+
+def _check_stages(stages, version, batch) -> Dict[str, Stage]:
+    """Validates ``stages``: names of ``version``'s attacks; an outcome's shapes match the batch."""
+    stages = dict(stages or {})
+    for name, g in stages.items():
+        if name not in ATTACKS[version]:
+            raise ValueError(f"autoattack stages: {name!r} is not a stage of version {version!r}; "
+                             f"allowed: {', '.join(ATTACKS[version])}")
+        if not isinstance(g, Stage):
+            raise ValueError(f"autoattack stages[{name!r}]: expected an autoattack.Stage, got {type(g).__name__}")
+        if (g.x_adv is None) != (g.fooled is None):
+            raise ValueError(f"autoattack stages[{name!r}]: give both x_adv and fooled, or neither")
+        if g.fooled is not None and (np.shape(g.fooled) != (batch,) or np.shape(g.x_adv)[:1] != (batch,)):
+            raise ValueError(f"autoattack stages[{name!r}]: expected x_adv [{batch}, ...] and fooled [{batch}], got "
+                             f"{np.shape(g.x_adv)} and {np.shape(g.fooled)}")
+    return stages
 
 
 def autoattack(*, version: str = "standard", norm: str = "linf", eot: Optional[int] = None, steps: int = 100,
@@ -186,7 +248,8 @@ def autoattack(*, version: str = "standard", norm: str = "linf", eot: Optional[i
       verbose: log robust accuracy, time and throughput of each stage (host cascade).
 
     Returns:
-      The attack; with ``full_output=True`` it returns ``(x_adv, info)`` (see the module docstring).
+      The attack; with ``full_output=True`` it returns ``(x_adv, info)`` (see the module docstring);
+      ``stages={name: Stage(...)}`` gives stages' keys and outcomes computed elsewhere (module docstring).
 
     Example:
         A tiny budget on a linear 4-class model: the first image is fooled by APGD-CE, the
@@ -221,18 +284,23 @@ def autoattack(*, version: str = "standard", norm: str = "linf", eot: Optional[i
     settings = dict(version=version, norm=norm, steps=steps, queries=queries, eot=eot, draws=draws,
                     eot_chunk=eot_chunk)
 
-    def attack(logits_fn, x, y, key, *, eps, full_output: bool = False):
+    def attack(logits_fn, x, y, key, *, eps, full_output: bool = False, stages: Optional[Dict[str, Stage]] = None):
         x, y = common.check_inputs(x, y, key, logits_fn)
         common.check_eps(eps, batch=x.shape[0])
+        stages = _check_stages(stages, version, x.shape[0])
         fn = common.as_partial(logits_fn)
         targets = num_targets
         if targets is None:
             targets = min(9, jax.eval_shape(fn, x[:1], key).shape[-1] - 1)
         if common._concrete((x, y, key, eps)):
-            x_adv, info = _host(fn, x, y, key, eps, num_targets=targets, batch_size=batch_size, verbose=verbose,
-                                **settings)
+            x_adv, info = _host(fn, x, y, key, eps, stages, num_targets=targets, batch_size=batch_size,
+                                verbose=verbose, **settings)
         else:
-            x_adv, info = _cascade(fn, x, y, key, jnp.asarray(eps, x.dtype), num_targets=targets, **settings)
+            if any(g.fooled is not None for g in stages.values()):
+                raise ValueError("autoattack stages: given outcomes need concrete inputs (the host cascade); "
+                                 "inside a jit give keys only")
+            x_adv, info = _cascade(fn, x, y, key, jnp.asarray(eps, x.dtype), {k: g.key for k, g in stages.items()},
+                                   num_targets=targets, **settings)
         return (x_adv, info) if full_output else x_adv
 
     attack.__name__ = f"autoattack_{version}"

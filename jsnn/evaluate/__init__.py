@@ -120,6 +120,7 @@ def evaluate_workdir(workdir: str, overrides=None, num_examples: Optional[int] =
         doc["possible_gradient_masking"] = bool(doc["sanity"]["failed"])
         return doc
 
+    memo, sources = {}, runner.stage_sources(records_plan)  # outcomes AutoAttack's stages reuse (this process)
     for i, rec in enumerate(records_plan, 1):
         name, rec_stamp = rec["name"], dict(stamp)
         if rec.get("skip"):
@@ -135,7 +136,8 @@ def evaluate_workdir(workdir: str, overrides=None, num_examples: Optional[int] =
             continue
         logging.info("[%d/%d] %s: running on %d examples", i, len(records_plan), name, len(labels))
         records[name] = dict(runner.run_record(rec, target, images, labels, mesh=mesh, index=i,
-                                               total=len(records_plan)), **rec_stamp)
+                                               total=len(records_plan), memo=memo, keep=name in sources),
+                             **rec_stamp)
         logging.info("[%d/%d] %s: accuracy %.4f (all draws %.4f) in %.1fs", i, len(records_plan), name,
                      records[name]["accuracy"], records[name]["accuracy_all_draws"], records[name]["seconds"])
         if records[name].get("per_estimator_accuracy"):  # which estimator broke the model

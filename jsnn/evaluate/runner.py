@@ -31,11 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from jsnn import parallel
+from jsnn import attacks, parallel
 from jsnn.evaluate import suite
 
 KEYS = ("record key = fold_in(PRNGKey(seed), crc32(name)); batch b of batch_size images uses fold_in(record key, b), "
-        "split into (attack key, judgement key); the last batch is padded by repeating its last image")
+        "split into (attack key, judgement key); the last batch is padded by repeating its last image; an AutoAttack "
+        "stage listed in the record's settings.stages_from uses that record's batch keys (and its outcome)")
 
 
 def is_stochastic(model, fn, x) -> bool:
@@ -66,19 +67,43 @@ def reusable(old: Optional[Mapping], new: Mapping, stamp: Mapping) -> bool:
             and old.get("settings") == new["settings"] and all(old.get(k) == v for k, v in stamp.items()))
 
 
+def stage_sources(records) -> set:
+    """Names of the records whose per-batch outcome an AutoAttack record reuses (``settings.stages_from``)."""
+    return {n for r in records for n in r["settings"].get("stages_from", {}).values()}
+
+
+def _stages(rec, b: int, memo: Mapping):
+    """Batch ``b``'s AutoAttack stages run by other records: their batch key, and their outcome when in ``memo``."""
+    s = rec["settings"]
+    out = {}
+    for stage, name in s.get("stages_from", {}).items():
+        x_adv, fooled = memo.get((name, b), (None, None))
+        out[stage] = attacks.AutoAttackStage(jax.random.fold_in(record_key(s["seed"], name), b), x_adv, fooled)
+    return out
+
+
 def run_record(rec: Dict[str, Any], target: suite.Target, images, labels, *, mesh=None, index: int = 1,
-               total: int = 1) -> Dict[str, Any]:
+               total: int = 1, memo: Optional[Dict] = None, keep: bool = False) -> Dict[str, Any]:
     """Runs record ``rec`` over every batch; returns it with ``accuracy`` (mean over examples and draws),
-    ``accuracy_all_draws`` (correct in every draw), ``num_examples``, ``seconds`` and its kind's extras."""
+    ``accuracy_all_draws`` (correct in every draw), ``num_examples``, ``seconds`` and its kind's extras.
+
+    ``memo`` (one evaluation's): with ``keep``, each batch's ``(x_adv, fooled)`` is stored there under
+    ``(name, b)``; a record with ``settings.stages_from`` takes its sources' entries (AutoAttack's stages).
+    """
     s = rec["settings"]
     key, n, bs, draws = record_key(s["seed"], rec["name"]), len(labels), s["batch_size"], s["draws"]
     hits = np.zeros(n, np.int64)
     extras: Dict[str, list] = {}
+    memo = {} if memo is None else memo
     t0, nb = time.time(), math.ceil(n / bs)
     for b, (idx, padded) in enumerate(batches(n, bs)):
         xb, yb = images[padded], labels[padded]
         xb, yb = (jnp.asarray(xb), jnp.asarray(yb)) if mesh is None else parallel.shard_batch((xb, yb), mesh)
-        h, extra = suite.run_batch(rec, target, xb, yb, jax.random.fold_in(key, b))
+        t = target._replace(stages=_stages(rec, b, memo)) if s.get("stages_from") else target
+        h, extra = suite.run_batch(rec, t, xb, yb, jax.random.fold_in(key, b))
+        x_adv = extra.pop("x_adv", None)
+        if keep and x_adv is not None:
+            memo[(rec["name"], b)] = (np.asarray(x_adv), 2 * np.asarray(h) <= draws)  # fooled: at most half correct
         hits[idx] = np.asarray(h)[: len(idx)]
         for k, v in extra.items():
             extras.setdefault(k, []).append(np.asarray(v)[..., : len(idx)])

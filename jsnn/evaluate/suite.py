@@ -16,6 +16,12 @@ A new attack is one entry of :data:`KINDS`. Keys: ``run`` gets the batch key
 ``fold_in(record key, b)`` and splits it into (attack key, judgement key) itself (the ensemble,
 transfer and AutoAttack combinators split it inside).
 
+Computed once: an AutoAttack record whose stage (APGD-CE, APGD-DLR, Square) is also a standalone
+record of the suite with the same ε, budget, EOT, draws and batches lists it in
+``settings.stages_from``; the stage uses that record's batch keys, and the runner hands the
+record's per-example outcome to AutoAttack instead of running the stage again (the same verdicts:
+:mod:`jsnn.attacks.autoattack`, "Stages run elsewhere").
+
 Example:
     A stochastic spiking model gets EOT 20 everywhere, the estimator ensemble at the main ε,
     and two sanity records (the same PGD without EOT, and PGD at a large ε):
@@ -101,6 +107,7 @@ class Target(NamedTuple):
     fn: Callable  # logits_fn(x, key) of the evaluated model (judges every record)
     make: Optional[Callable] = None  # make(surrogate, gradient) -> logits_fn (estimator ensemble)
     source_fn: Optional[Callable] = None  # forward of the transfer source
+    stages: Optional[Dict[str, Any]] = None  # this batch's AutoAttack stages run by other records (stages_from)
 
 
 class Plan(NamedTuple):
@@ -132,7 +139,8 @@ class Kind(NamedTuple):
 
 
 def _judged(fn, x_adv, y, key, draws):
-    return np.asarray(attacks.correct_draws(fn, x_adv, y, key, draws=draws)).sum(0), {}
+    """``(hits, {"x_adv": x_adv})``: the runner keeps ``x_adv`` (batch first) for records that reuse it."""
+    return np.asarray(attacks.correct_draws(fn, x_adv, y, key, draws=draws)).sum(0), {"x_adv": x_adv}
 
 
 def _chunk(s):
@@ -173,7 +181,7 @@ def _run_autoattack(rec, t, x, y, key):
     s = rec["settings"]
     aa = attacks.autoattack(version=s["version"], norm=s["norm"], eot=s["eot"], steps=s["steps"],
                             queries=s["queries"], draws=s["draws"], eot_chunk=_chunk(s))
-    _, info = aa(t.fn, x, y, key, eps=rec["eps"], full_output=True)
+    _, info = aa(t.fn, x, y, key, eps=rec["eps"], full_output=True, stages=t.stages)
     hits = np.rint(np.asarray(info["draw_accuracy"]) * s["draws"]).astype(np.int64)
     extra = {"clean": np.asarray(info["clean"]), "majority": np.asarray(info["robust"])}
     extra.update({f"stage:{k}": np.asarray(v) for k, v in info["stages"].items()})
@@ -435,7 +443,40 @@ def plan(ev, *, stochastic: bool, spiking: bool, events: Optional[Dict[str, int]
         large = parse_number(ev.large_eps, "large_eps")
         add(pgd, "pgd", _one(f"pgd{n}-{p.norm}-eps{eps_label(large)}-large", large, n, p.eot,
                              **_pgd_settings(ev, n, p.eot)), "sanity: large eps")
+    _stage_sources(out)
     return out
+
+
+# the AutoAttack stage each standalone kind computes (same attack, when ε, budget and batches agree): {kind: stage}
+_STAGE_KINDS = {"apgd-ce": "apgd-ce", "apgd-dlr": "apgd-dlr", "square": "square"}
+_STAGE_SAME = ("norm", "draws", "num_examples", "split", "seed", "batch_size", "eot")
+
+
+def _stage_sources(records: List[Dict[str, Any]]) -> None:
+    """Marks each AutoAttack record with ``settings.stages_from = {stage: record name}``: the earlier suite
+    records that run one of its stages with the same attack, ε, budget and batches.
+
+    The stage then uses that record's batch keys (so its result is the record's own, whether it is reused
+    in memory or recomputed; :mod:`jsnn.attacks.autoattack`, "Stages run elsewhere"), and the runner hands
+    AutoAttack the record's outcome instead of running the stage again.
+    """
+    for i, rec in enumerate(records):
+        if rec["kind"] != "autoattack" or rec.get("skip"):
+            continue
+        s, src = rec["settings"], {}
+        stages = attacks.autoattack_stages(s["version"])
+        for other in records[:i]:
+            o, stage = other["settings"], _STAGE_KINDS.get(other["kind"])
+            if (stage not in stages or other.get("skip") or other["purpose"] != "suite" or other["eps"] != rec["eps"]
+                    or any(o.get(k) != s.get(k) for k in _STAGE_SAME)):
+                continue
+            if stage == "square" and o["queries"] == s["queries"]:
+                src[stage] = other["name"]
+            elif stage != "square" and (o["steps"], o["restarts"], o.get("eot_chunk")) == (s["steps"], 1,
+                                                                                          s.get("eot_chunk")):
+                src[stage] = other["name"]
+        if src:
+            s["stages_from"] = src
 
 
 def run_batch(rec: Dict[str, Any], target: Target, x, y, key):
