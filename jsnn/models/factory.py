@@ -30,7 +30,7 @@ def neuron_config(model_cfg) -> NeuronConfig:
     if reset not in ("hard", "soft"):
         raise ValueError(f"model.reset: {reset!r}; allowed: hard, soft")
     name = cfg_lib.get(model_cfg, "surrogate", None)
-    surrogate, unroll = None, cfg_lib.get(model_cfg, "unroll", None)
+    surrogate, unroll, fused = None, cfg_lib.get(model_cfg, "unroll", None), cfg_lib.get(model_cfg, "fused", None)
     if name:
         try:
             surrogate = surrogate_lib.by_name(name, cfg_lib.get(model_cfg, "surrogate_width", None))
@@ -49,6 +49,7 @@ def neuron_config(model_cfg) -> NeuronConfig:
                                       GRADIENTS),
         remat=bool(cfg_lib.get(model_cfg, "remat", False)),
         unroll=None if unroll is None else cfg_lib.check_bool(unroll, "model.unroll"),
+        fused=None if fused is None else cfg_lib.check_bool(fused, "model.fused"),
     )
     return cfg.check("model.")
 
@@ -93,7 +94,8 @@ def _check_frames(info, encoder: EncoderConfig, T: int, data_name: str) -> None:
 
 
 MODEL_FIELDS = ("name", "T", "neuron", "tau", "leak", "v_threshold", "reset", "v_reset", "decay_input",
-                "detach_reset", "surrogate", "surrogate_width", "spike_gradient", "remat", "unroll", "encoder",
+                "detach_reset", "surrogate", "surrogate_width", "spike_gradient", "remat", "unroll", "fused",
+                "encoder",
                 "kwargs")
 
 
