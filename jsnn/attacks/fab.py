@@ -20,13 +20,6 @@ that order, each only updating examples that are still robust; later restarts st
 uniform random point at L∞ distance ε/2. A found point counts only if its distance is ≤ ε,
 so ``x_adv`` is either the clean image or a misclassified point inside the ε-ball.
 
-Cost per iteration: one forward and one backward. The forward that linearises ``f`` at the new
-iterate also gives its predicted class, so the check "is ``x⁽ⁱ⁺¹⁾`` misclassified?" costs nothing
-extra; only when some example of the batch was misclassified (and pulled back) is the
-linearisation redone at the pulled-back points (the reference spends a separate forward on the
-check every iteration). Deterministic models: the same iterates as the textbook loop
-(tests/test_attacks_blackbox.py runs one beside it).
-
 Concrete inputs: the target runs go in sequence on the host, each one jitted ``lax.fori_loop``
 over iterations on the still-robust examples only, compacted into bucketed batches
 (:mod:`~jsnn.attacks.compact`; the reference does the same). Traced inputs (inside a jit): every
@@ -185,18 +178,18 @@ def _one_run(logits_fn, x, y, eps, target, k, random_start, rows, *, steps, alph
     x0 = x.reshape(B, -1)
 
     def diff_and_grad(x1, k):
-        """``(z_t − z_y, its input gradient, predicted class)`` at ``x1``: one forward and one backward."""
         def f(xx):
             logits = logits_fn(xx, k)
             zy = jnp.take_along_axis(logits, y[:, None], -1)[:, 0]
             zt = jnp.take_along_axis(logits, target[:, None], -1)[:, 0]
-            return zt - zy, jnp.argmax(logits, -1)
-        df, vjp, pred = jax.vjp(f, x1, has_aux=True)
-        return df, vjp(jnp.ones_like(df))[0], pred
+            return zt - zy
+        df, vjp = jax.vjp(f, x1)
+        return df, vjp(jnp.ones_like(df))[0]
 
     def body(i, carry):
-        x1, df, dg, adv, res = carry
-        k_next, k_back = jax.random.split(jax.random.fold_in(k_iter, i))
+        x1, adv, res = carry
+        k_grad, k_pred = jax.random.split(jax.random.fold_in(k_iter, i))
+        df, dg = diff_and_grad(x1, k_grad)
         w = dg.reshape(B, -1)
         xf = x1.reshape(B, -1)
         b = -df + jnp.sum(w * xf, axis=1)
@@ -207,27 +200,16 @@ def _one_run(logits_fn, x, y, eps, target, k, random_start, rows, *, steps, alph
         alpha = jnp.clip(a1 / (a1 + a2), 0.0, alpha_max)[:, None]
         xf = jnp.clip((xf + eta * d1) * (1 - alpha) + (x0 + eta * d2) * alpha, 0.0, 1.0)
         x1 = xf.reshape(shape)
-        # the next iteration's linearisation at the new point also says whether it is misclassified
-        df, dg, pred = diff_and_grad(x1, k_next)
-        is_adv = pred != y
+        is_adv = jnp.argmax(logits_fn(x1, k_pred), -1) != y
         dist = _linf(x1 - x)
         closer = is_adv & (dist < res)
         adv = jnp.where(closer.reshape(bcast), x1, adv)
         res = jnp.where(closer, dist, res)
-        # a misclassified point is pulled back towards x0, and the linearisation is redone there
         x1 = jnp.where(is_adv.reshape(bcast), x + (x1 - x) * beta, x1)
+        return x1, adv, res
 
-        def redo(args):
-            x1, df, dg = args
-            df_b, dg_b, _ = diff_and_grad(x1, k_back)
-            return jnp.where(is_adv, df_b, df), jnp.where(is_adv.reshape(bcast), dg_b, dg)
-
-        df, dg = jax.lax.cond(jnp.any(is_adv), redo, lambda args: args[1:], (x1, df, dg))
-        return x1, df, dg, adv, res
-
-    df0, dg0, _ = diff_and_grad(x1, jax.random.fold_in(k_iter, steps))
-    init = (x1, df0, dg0, x, jnp.full((B,), jnp.inf, x.dtype))
-    _, _, _, adv, res = jax.lax.fori_loop(0, steps, body, init)
+    init = (x1, x, jnp.full((B,), jnp.inf, x.dtype))
+    _, adv, res = jax.lax.fori_loop(0, steps, body, init)
     return adv, res
 
 
