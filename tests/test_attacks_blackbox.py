@@ -195,6 +195,48 @@ def test_fab_t_linear_model_minimal_distance():
     assert in_ball(x_r, x, 0.05)
 
 
+def _fab_textbook_run(fn, x, y, target, eps, steps, alpha_max=0.1, eta=1.05, beta=0.9):
+    """FAB-T's loop as written in the paper / reference: linearise, project, step, check, pull back."""
+    from jsnn.attacks.fab import _linf
+
+    B, x0 = x.shape[0], x.reshape(x.shape[0], -1)
+    f = lambda xx: (jnp.take_along_axis(fn(xx, None), target[:, None], -1)
+                    - jnp.take_along_axis(fn(xx, None), y[:, None], -1))[:, 0]
+    x1, adv, res = x, x, jnp.full((B,), jnp.inf)
+    for _ in range(steps):
+        df, vjp = jax.vjp(f, x1)
+        w = vjp(jnp.ones_like(df))[0].reshape(B, -1)
+        xf = x1.reshape(B, -1)
+        b = -df + jnp.sum(w * xf, axis=1)
+        d1, d2 = projection_linf(xf, w, b), projection_linf(x0, w, b)
+        a1 = jnp.maximum(jnp.max(jnp.abs(d1), axis=1), 1e-8)
+        a2 = jnp.maximum(jnp.max(jnp.abs(d2), axis=1), 1e-8)
+        alpha = jnp.clip(a1 / (a1 + a2), 0.0, alpha_max)[:, None]
+        x1 = jnp.clip((xf + eta * d1) * (1 - alpha) + (x0 + eta * d2) * alpha, 0.0, 1.0).reshape(x.shape)
+        is_adv = jnp.argmax(fn(x1, None), -1) != y
+        dist = _linf(x1 - x)
+        closer = is_adv & (dist < res)
+        adv = jnp.where(closer[:, None, None, None], x1, adv)
+        res = jnp.where(closer, dist, res)
+        x1 = jnp.where(is_adv[:, None, None, None], x + (x1 - x) * beta, x1)
+    return adv, res
+
+
+def test_fab_t_run_is_the_textbook_loop(conv):
+    """The jitted run (both projections in one call, masks, fori_loop) gives the iterates of the loop as written."""
+    from jsnn.attacks.fab import _one_run
+
+    fn, x, y = conv
+    target = jnp.argsort(fn(x, None), -1)[:, -2]
+    for eps in (0.05, 0.3):  # few / many misclassified iterates (the pull-back path)
+        adv, res = jax.jit(lambda xx: _one_run(fn, xx, y, eps, target, KEY, False, None, steps=12, alpha_max=0.1,
+                                               eta=1.05, beta=0.9))(x)
+        ref_adv, ref_res = _fab_textbook_run(fn, x, y, target, eps, 12)
+        np.testing.assert_allclose(np.asarray(adv), np.asarray(ref_adv), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(res), np.asarray(ref_res), rtol=1e-5, atol=1e-6)
+        assert np.isfinite(np.asarray(res)).any()  # some iterate was misclassified
+
+
 def test_fab_t_on_spiking_model_invariants(conv, digits):
     fn, x, _ = conv
     y = digits[1]
