@@ -264,6 +264,11 @@ def _cotangent_barrier(x):
 _cotangent_barrier.defvjp(lambda x: (x, None), lambda _, g: (jax.lax.optimization_barrier(g),))
 
 
+def _unrolled(T: int, unroll: Optional[bool]) -> bool:
+    """Whether a loop of ``T`` steps is written out: ``unroll``, or (``None``) T ≤ :data:`UNROLL_MAX_T`."""
+    return T <= UNROLL_MAX_T if unroll is None else bool(unroll)
+
+
 def _time_loop(body, v0, xs, *, unroll: bool, time_axis: int):
     """``lax.scan(body, v0, xs)`` over axis ``time_axis`` of every leaf of ``xs``; the outputs keep that axis.
 
@@ -307,7 +312,7 @@ def scan(step, x_seq, v0, *, remat: bool = False, gradient: str = "bptt", return
     Returns the spikes ``[T, ...]`` (or the whole :class:`Trace`).
     """
     T = jax.tree.leaves(x_seq)[0].shape[time_axis]
-    unroll = T <= UNROLL_MAX_T if unroll is None else bool(unroll)
+    unroll = _unrolled(T, unroll)
     loop = functools.partial(_time_loop, unroll=unroll, time_axis=time_axis)
     body = jax.checkpoint(step) if remat else step
     if gradient in RATE_GRADIENTS:
@@ -386,19 +391,19 @@ def run(cfg: NeuronConfig, x_seq, *, gain=None, surrogate: Optional[Surrogate] =
         charge = lambda v, x: lif_charge(v, x, tau=cfg.tau, v_reset=cfg.v_reset, decay_input=cfg.decay_input)
     else:
         charge = lambda v, x: leaky_charge(v, x, leak=cfg.leak)
+    surrogate = default_surrogate(cfg) if surrogate is None else surrogate
     step = make_step(charge, v_threshold=cfg.v_threshold, v_reset=cfg.v_reset, detach_reset=cfg.detach_reset,
-                     surrogate=default_surrogate(cfg) if surrogate is None else surrogate)
+                     surrogate=surrogate)
     state_shape = x_seq.shape[:time_axis] + x_seq.shape[time_axis + 1:]
     v0 = jnp.full(state_shape, 0.0 if cfg.v_reset is None else cfg.v_reset, x_seq.dtype)
     lin = _linear_charge(cfg)
-    rolled = not (T <= UNROLL_MAX_T if cfg.unroll is None else bool(cfg.unroll))
-    if cfg.gradient == "bptt" and lin is not None and (rolled if cfg.fused is None else cfg.fused):
-        s_used = default_surrogate(cfg) if surrogate is None else surrogate
-        s_seq, h_seq, v_seq = bptt.scan(step, lin, jnp.moveaxis(x_seq, time_axis, 0), v0, s_used)
+    fused = not _unrolled(T, cfg.unroll) if cfg.fused is None else cfg.fused
+    if cfg.gradient == "bptt" and lin is not None and fused:
+        s_seq, h_seq, v_seq = bptt.scan(step, lin, jnp.moveaxis(x_seq, time_axis, 0), v0, surrogate)
         trace = Trace(*(jnp.moveaxis(a, 0, time_axis) for a in (s_seq, h_seq, v_seq)))
-        return trace._replace(current=x_seq) if return_trace else trace.spikes
-    trace = scan(step, x_seq, v0, remat=cfg.remat, gradient=cfg.gradient, return_trace=True, unroll=cfg.unroll,
-                 rate_slope=rate_slope_fn(cfg, surrogate), time_axis=time_axis)
+    else:
+        trace = scan(step, x_seq, v0, remat=cfg.remat, gradient=cfg.gradient, return_trace=True, unroll=cfg.unroll,
+                     rate_slope=rate_slope_fn(cfg, surrogate), time_axis=time_axis)
     return trace._replace(current=x_seq) if return_trace else trace.spikes
 
 

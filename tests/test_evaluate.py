@@ -303,7 +303,7 @@ def test_autoattack_reuses_the_suite_records_of_its_stages(run_dir, tmp_path, mo
 
 
 @pytest.mark.parametrize("case", ["unfinished", "nan"])
-def test_launcher_refuses_unfinished_and_diverged_runs(run_dir, tmp_path, case):
+def test_launcher_refuses_unfinished_and_diverged_runs(run_dir, report, tmp_path, case):  # report: robustness.json exists
     work = _copy_run(run_dir, tmp_path)
     before = open(os.path.join(work, "robustness.json")).read()
     if case == "nan":

@@ -270,8 +270,7 @@ def autoattack(*, version: str = "standard", norm: str = "linf", eot: Optional[i
     eot = (20 if version == "rand" else 1) if eot is None else eot
     draws = (10 if version == "rand" else 1) if draws is None else draws
     common.check_norm(norm)
-    if version not in VERSIONS:
-        raise ValueError(f"autoattack version: {version!r}; allowed: {', '.join(VERSIONS)}")
+    stages_of(version)  # validates the version
     if version == "standard" and norm != "linf":
         raise ValueError(f"autoattack norm: {norm!r} with version 'standard'; FAB-T and Square are "
                          f"implemented for 'linf' only (version 'rand' allows 'linf' and 'l2')")

@@ -447,8 +447,7 @@ def plan(ev, *, stochastic: bool, spiking: bool, events: Optional[Dict[str, int]
     return out
 
 
-# the AutoAttack stage each standalone kind computes (same attack, when ε, budget and batches agree): {kind: stage}
-_STAGE_KINDS = {"apgd-ce": "apgd-ce", "apgd-dlr": "apgd-dlr", "square": "square"}
+# settings a standalone record (kind apgd-ce, apgd-dlr or square: the AutoAttack stage of that name) must share
 _STAGE_SAME = ("norm", "draws", "num_examples", "split", "seed", "batch_size", "eot")
 
 
@@ -466,7 +465,7 @@ def _stage_sources(records: List[Dict[str, Any]]) -> None:
         s, src = rec["settings"], {}
         stages = attacks.autoattack_stages(s["version"])
         for other in records[:i]:
-            o, stage = other["settings"], _STAGE_KINDS.get(other["kind"])
+            o, stage = other["settings"], other["kind"]
             if (stage not in stages or other.get("skip") or other["purpose"] != "suite" or other["eps"] != rec["eps"]
                     or any(o.get(k) != s.get(k) for k in _STAGE_SAME)):
                 continue
