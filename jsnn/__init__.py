@@ -6,6 +6,7 @@ The public API is curated here; every name is defined in its own module.
 from jsnn import xla_options
 
 xla_options.apply()  # before any JAX backend starts: XLA reads XLA_FLAGS once (jsnn/xla_options.py)
+xla_options.apply_malloc()  # malloc thresholds for XLA's buffers (jsnn/xla_options.py)
 
 from jsnn import attacks, certify, data, defenses, encoding, layers, models, neuron, parallel, surrogate
 from jsnn.layers import EncoderConfig

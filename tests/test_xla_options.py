@@ -49,3 +49,35 @@ def test_import_sets_the_default_unless_the_user_chose():
     late = "import os, jax; jax.numpy.ones(1).block_until_ready(); import jsnn; " + PROBE.split("; ", 2)[2]
     flags, applied = _probe(late)  # jsnn imported after the backend started: too late to matter, not set
     assert flags == "None" and applied == "[]"
+
+
+def test_malloc_to_set_yields_to_the_user_and_to_other_c_libraries():
+    assert xla_options.malloc_to_set({}, libc="glibc") == xla_options.MALLOC_DEFAULTS
+    assert xla_options.malloc_to_set({xla_options.MALLOC_SWITCH: "0"}, libc="glibc") == {}
+    assert xla_options.malloc_to_set({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}, libc="glibc") == {}
+    assert xla_options.malloc_to_set({"GLIBC_TUNABLES": "glibc.rtld.optional_static_tls=512"},
+                                     libc="glibc") == xla_options.MALLOC_DEFAULTS
+    assert xla_options.malloc_to_set({}, libc="") == {}  # musl, macOS: no mallopt of these
+
+
+# A 40 MiB block: above glibc's default mmap threshold (at most 32 MiB), below jsnn's 256 MiB.
+MMAP_PROBE = ("import ctypes, jsnn; libc = ctypes.CDLL(None)\n"
+              "class Info(ctypes.Structure): _fields_ = [(n, ctypes.c_size_t) for n in "
+              "('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks', 'fsmblks', 'uordblks', 'fordblks', 'keepcost')]\n"
+              "libc.mallinfo2.restype = Info; libc.malloc.restype = ctypes.c_void_p\n"
+              "before = libc.mallinfo2().hblks; p = libc.malloc(40 << 20); mapped = libc.mallinfo2().hblks - before\n"
+              "libc.free(ctypes.c_void_p(p)); print(mapped); print(sorted(jsnn.xla_options.malloc_applied()))")
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc" or not hasattr(__import__("ctypes").CDLL(None), "mallinfo2"),
+                    reason="needs glibc >= 2.33 (mallinfo2)")
+def test_import_raises_the_malloc_thresholds_so_large_buffers_are_reused():
+    env = {k: v for k, v in os.environ.items() if k not in (xla_options.MALLOC_SWITCH, "GLIBC_TUNABLES")}
+    def probe(**changes):
+        out = subprocess.run([sys.executable, "-c", MMAP_PROBE], env={**env, **changes}, capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout.strip().splitlines()[-2:]
+    assert probe() == ["0", repr(["M_MMAP_THRESHOLD", "M_TRIM_THRESHOLD"])]  # from malloc's heap, reused
+    assert probe(**{xla_options.MALLOC_SWITCH: "0"}) == ["1", "[]"]  # glibc's default: a fresh mmap
+    assert probe(GLIBC_TUNABLES="glibc.malloc.mmap_threshold=1048576") == ["1", "[]"]  # the user's value wins
