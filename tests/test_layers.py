@@ -18,7 +18,7 @@ from jsnn.models import small
 # (lhs shape, rhs shape, conv keyword arguments): strides, dilations, explicit and string
 # padding, other dimension orders, 1-D, and a grouped convolution (taken by lax as is).
 CASES = {
-    "nhwc_same": ((2, 6, 6, 3), (3, 3, 3, 4), dict(window_strides=(1, 1), padding="SAME",
+    "nhwc_same": ((2, 6, 6, 4), (3, 3, 4, 4), dict(window_strides=(1, 1), padding="SAME",
                                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))),
     "strided_dilated_valid": ((2, 9, 8, 3), (3, 2, 3, 5), dict(window_strides=(2, 1), padding="VALID",
                                                                rhs_dilation=(2, 1),
@@ -30,9 +30,27 @@ CASES = {
                                                    dimension_numbers=("NCHW", "OIHW", "NCHW"))),
     "conv1d": ((2, 10, 3), (5, 3, 2), dict(window_strides=(1,), padding="SAME",
                                            dimension_numbers=("NWC", "WIO", "NWC"))),
+    # few input channels (C_in · window <= layers.FEW_CHANNELS_MAX_K): the few-channel path
+    "patch_nchw_explicit_pad": ((2, 1, 7, 6), (4, 1, 3, 2), dict(window_strides=(1, 1), padding=[(2, 0), (1, -1)],
+                                                               dimension_numbers=("NCHW", "OIHW", "NCHW"))),
+    "patch_1x1_valid": ((3, 5, 5, 2), (1, 1, 2, 3), dict(window_strides=(1, 1), padding="VALID",
+                                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))),
+    "patch_rgb_same": ((2, 6, 5, 3), (3, 3, 3, 4), dict(window_strides=(1, 1), padding="SAME",
+                                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))),
     "grouped": ((2, 6, 6, 4), (3, 3, 2, 6), dict(window_strides=(1, 1), padding="SAME", feature_group_count=2,
                                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))),
 }
+
+
+def test_few_channel_path_is_taken_for_few_input_channels_only():
+    """The cases above cover both paths: the stride-1 convolutions with C_in · window <= 27 run as
+    K multiply-adds (no convolution in the program), the others as XLA convolutions."""
+    def convs(case):
+        lhs_shape, rhs_shape, kw = CASES[case]
+        f = lambda l, r: layers.conv_general_dilated(l, r, **kw)
+        return jax.jit(f).lower(jnp.ones(lhs_shape), jnp.ones(rhs_shape)).as_text().count("convolution")
+    patch = {c for c in CASES if convs(c) == 0}
+    assert patch == {"conv1d", "patch_nchw_explicit_pad", "patch_1x1_valid", "patch_rgb_same"}, patch
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
