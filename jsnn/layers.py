@@ -249,12 +249,12 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     ``conv(x, Wᵀ)`` under the swapped labels: the same function, whose transpose is canonical.
     Values and gradients equal ``lax.conv_general_dilated``'s (grouped convolutions take it as is).
 
-    Few input channels (stride 1, no dilation, ``C_in · window ≤`` :data:`FEW_CHANNELS_MAX_K` = 27:
-    the 1×3×3 and 3×3×3 image stems) run without an XLA convolution: the forward is K multiply-adds
+    Few input channels (stride 1, no dilation, ``C_in · window ≤`` :data:`FEW_CHANNELS_MAX_K` = 9:
+    a 1×3×3 grey-image stem) run without an XLA convolution: the forward is K multiply-adds
     of shifted input copies in a fixed order, the input gradient the transpose of the same sum as
     one matrix product, the kernel gradient lax's. Digits stem ``[512, 8, 8, 1] → 32``: forward
-    1.7–2.2 → 0.4–0.6 ms, input gradient 1.7–2.1 → 0.4–0.5 ms; CIFAR stem ``[128, 32, 32, 3] → 64``:
-    input gradient 25–27 → 5–7 ms (idle 2-core AMD EPYC; ``docs/attack_speed.md``). The same sum
+    1.7–2.2 → 0.4–0.6 ms, input gradient 1.7–2.1 → 0.4–0.5 ms; a 10-step input-gradient loop on the
+    digits model 26.1 → 24.2 ms per step (idle 2-core AMD EPYC; ``docs/attack_speed.md``). The same sum
     in another order: values agree to float rounding, not bit for bit.
     Reverse mode only: ``jax.jvp`` through it raises (jsnn uses no forward mode).
 
@@ -307,7 +307,8 @@ def _conv_bwd(conv, dn, residuals, g):
 _conv_canonical_transpose.defvjp(_conv_fwd, _conv_bwd)
 
 
-FEW_CHANNELS_MAX_K = 27  # C_in · window size up to which a stride-1 convolution takes the few-channel path
+FEW_CHANNELS_MAX_K = 9  # C_in · window size up to which a stride-1 convolution takes the few-channel path
+# (27, the RGB 3×3 stem, made CIFAR PGD-10 slower: 25.6 → 32.1 s; docs/attack_speed.md)
 
 
 def _few_channels_applies(lhs, rhs, dn, strides, lhs_dilation, rhs_dilation, precision, preferred) -> bool:
@@ -353,7 +354,7 @@ def _to_out_spec(y, dn):
 def _few_channels_sum(pads, lhs, rhs, dn):
     """``y[n, p, o] = Σ_{δ, i} x_pad[n, p + δ, i] · W[δ, i, o]`` as K multiply-adds in a fixed order.
 
-    One elementwise loop for XLA: faster than its convolution for K ≤ 27 and each output computed
+    One elementwise loop for XLA: faster than its convolution for small K and each output computed
     the same way whatever the batch (``models.stem``'s first layer once over T stays bit for bit).
     """
     shifted, w = _window_shifts(pads, lhs, rhs, dn)
@@ -379,7 +380,7 @@ def _few_fwd(conv, pads, dn, lhs, rhs):
 
 def _few_bwd(conv, pads, dn, residuals, g):
     """Input gradient through the matrix-product form (autodiff of the elementwise form sums K padded
-    copies of the input: ~50× slower at 3×3×3), kernel gradient by lax's convolution."""
+    copies of the input: 395 ms vs 5 ms at 3×3×3), kernel gradient by lax's convolution."""
     lhs, rhs = residuals
     (d_lhs,) = jax.vjp(lambda x: _few_channels_matmul(pads, x, rhs, dn), lhs)[1](g)
     (d_rhs,) = jax.vjp(lambda w: conv(lhs, w, dimension_numbers=dn), rhs)[1](g)
