@@ -312,7 +312,7 @@ FEW_CHANNELS_MAX_K = 9  # C_in · window size up to which a stride-1 convolution
 
 
 def _few_channels_applies(lhs, rhs, dn, strides, lhs_dilation, rhs_dilation, precision, preferred) -> bool:
-    """An image stem (1×3×3, 3×3×3 inputs per output): XLA CPU's convolution kernels are slow there."""
+    """A grey-image stem (1×3×3 inputs per output): XLA CPU's convolution kernels are slow there."""
     ones = lambda d: d is None or all(int(v) == 1 for v in d)
     k = rhs.shape[dn.rhs_spec[1]] * math.prod(rhs.shape[a] for a in dn.rhs_spec[2:])
     return (k <= FEW_CHANNELS_MAX_K and ones(strides) and ones(lhs_dilation) and ones(rhs_dilation)
@@ -390,7 +390,7 @@ def _few_bwd(conv, pads, dn, residuals, g):
 _few_channels_conv.defvjp(_few_fwd, _few_bwd)
 
 Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
-Conv.__doc__ = """``flax.linen.Conv`` running :func:`conv_general_dilated` (same parameters and values)."""
+Conv.__doc__ = """``flax.linen.Conv`` running :func:`conv_general_dilated` (same parameters; values as flax's to float rounding)."""
 
 
 def batch_norm(train: bool, name: Optional[str] = None):
