@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jsnn.layers import Encoder, EncoderConfig, Normalize, SpikingNeuron, time_average
+from jsnn.layers import Encoder, EncoderConfig, Normalize, SpikingNeuron, avg_pool, sum_pool, time_average
 from jsnn.neuron import NeuronConfig
 
 LEAVES = (nn.Conv, nn.Dense, nn.BatchNorm, SpikingNeuron, Encoder, Normalize)
@@ -114,8 +114,8 @@ def _fold(layer: Dict[str, Any], params: Dict[str, Any], bn: nn.BatchNorm, varia
 
 def _pool(h, kind: str, window):
     if kind == "avg_pool":
-        return nn.avg_pool(h, window, window)
-    return nn.pool(h, 0.0, jax.lax.add, window, window, "VALID")
+        return avg_pool(h, window)
+    return sum_pool(h, window)
 
 
 def _bridge(a, b, between: str, T: int) -> List[Dict[str, Any]]:
@@ -165,10 +165,18 @@ def trace(model, variables, x, key: Optional[jax.Array] = None) -> Traced:
     records = []
     rng = np.random.default_rng(0)
 
+    running = []  # leaf modules whose call is in progress: a subclass calling super().__call__ counts once
+
     def interceptor(next_fun, args, kwargs, context):
-        out = next_fun(*args, **kwargs)
         m = context.module
-        if context.method_name == "__call__" and isinstance(m, LEAVES):
+        leaf = context.method_name == "__call__" and isinstance(m, LEAVES)
+        outer = leaf and not any(r is m for r in running)
+        running.extend([m] if leaf else [])
+        try:
+            out = next_fun(*args, **kwargs)
+        finally:
+            del running[len(running) - int(leaf):]
+        if outer:
             variables_m = jax.tree.map(np.asarray, dict(m.variables)) if m.variables else {}
             path = "_".join(m.scope.path) if m.scope is not None and m.scope.path else str(m.name)
             out = jnp.asarray(rng.standard_normal(out.shape), out.dtype)  # the probe

@@ -39,9 +39,8 @@ import re
 from typing import Any, Dict, Mapping, Sequence, Tuple
 
 import flax.linen as nn
-import jax
 
-from jsnn.layers import Conv, Encoder, EncoderConfig, Normalize, SpikingNeuron, time_average
+from jsnn.layers import Conv, Encoder, EncoderConfig, Normalize, SpikingNeuron, avg_pool, sum_pool, time_average
 from jsnn.models.base import SpikingModel
 from jsnn.neuron import LIF, NeuronConfig
 
@@ -147,9 +146,9 @@ class SequentialSNN(SpikingModel):
             elif kind == "dense":
                 h = nn.Dense(d["features"], use_bias=d["bias"], name=name)(h)
             elif kind == "avg_pool":
-                h = nn.avg_pool(h, tuple(d["window"]), tuple(d["strides"]), padding=d["padding"])
+                h = avg_pool(h, d["window"], d["strides"], padding=d["padding"])
             elif kind == "sum_pool":
-                h = nn.pool(h, 0.0, jax.lax.add, tuple(d["window"]), tuple(d["strides"]), d["padding"])
+                h = sum_pool(h, d["window"], d["strides"], padding=d["padding"])
             elif kind == "flatten":
                 h = h.reshape((h.shape[0], -1))
             else:

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import flax.linen as nn
 
-from jsnn.layers import Conv, SpikingNeuron, batch_norm, time_average
+from jsnn.layers import Conv, SpikingNeuron, avg_pool, batch_norm, time_average
 from jsnn.models.base import SpikingModel
 from jsnn.models.stem import encode_first
 
@@ -52,7 +52,7 @@ class SpikingConvNet(SpikingModel):
             h = encode_first(self, x, conv(f)) if i == 0 else conv(f)(h)
             h = batch_norm(train)(h)
             h = SpikingNeuron(self.T, self.neuron)(h)
-        h = nn.avg_pool(h, (2, 2), (2, 2))
+        h = avg_pool(h, (2, 2))
         h = h.reshape((h.shape[0], -1))
         h = nn.Dense(self.hidden, use_bias=False)(h)
         h = batch_norm(train)(h)

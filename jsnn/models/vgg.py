@@ -33,7 +33,7 @@ from typing import Sequence, Union
 
 import flax.linen as nn
 
-from jsnn.layers import Conv, SpikingNeuron, batch_norm, time_average
+from jsnn.layers import Conv, SpikingNeuron, avg_pool, batch_norm, time_average
 from jsnn.models.base import SpikingModel
 from jsnn.models.stem import encode_first
 from jsnn.neuron import NeuronConfig
@@ -130,7 +130,7 @@ class SpikingVGG(SpikingModel):
         h = None if stages else encode_first(self, x, lambda a: a)
         for i, s in enumerate(stages):
             if s == "A":
-                layer = lambda a: nn.avg_pool(a, (2, 2), (2, 2))
+                layer = lambda a: avg_pool(a, (2, 2))
             elif s == "M":
                 layer = lambda a: nn.max_pool(a, (2, 2), (2, 2))
             else:

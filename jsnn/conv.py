@@ -1,0 +1,173 @@
+"""Convolutions as XLA CPU runs them fast, with lax's values and gradients.
+
+:func:`conv_general_dilated` is ``lax.conv_general_dilated`` with two changes of the backward (the
+input gradient stays a canonical convolution inside loops) and of the few-input-channel forward
+(a 1×3×3 grey stem as multiply-adds). ``jsnn.layers.Conv`` (every model's conv) runs it.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = ["FEW_CHANNELS_MAX_K", "conv_general_dilated"]
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count: int = 1, batch_group_count: int = 1,
+                         precision=None, preferred_element_type=None):
+    """``lax.conv_general_dilated`` whose input gradient is a canonical convolution, in loops too.
+
+    The input gradient of ``y = conv(x, W)`` is ``conv(g, rev(W))`` with W's in/out feature axes
+    swapped (``01oi`` kernel labels). XLA CPU rewrites such convolutions into Eigen's canonical
+    ``01io`` form only in the entry computation (``xla/service/cpu/conv_canonicalization.h``: "all
+    top-level convolutions"); inside a ``while`` body (APGD's ``fori_loop``, ``lax.map`` chunks,
+    TRADES' inner attack) it ran as a generic loop, ~3.5× slower (docs/attack_speed.md). Here the
+    backward swaps W's feature axes itself, ``Wᵀ = swapaxes(W, i, o)``, and differentiates
+    ``conv(x, Wᵀ)`` under the swapped labels: the same function, whose transpose is canonical.
+    Values and gradients equal ``lax.conv_general_dilated``'s (grouped convolutions take it as is).
+
+    Few input channels (stride 1, no dilation, ``C_in · window ≤`` :data:`FEW_CHANNELS_MAX_K` = 9:
+    a 1×3×3 grey-image stem) run without an XLA convolution: the forward is K multiply-adds
+    of shifted input copies in a fixed order, the input gradient the transpose of the same sum as
+    one matrix product, the kernel gradient lax's. Digits stem ``[512, 8, 8, 1] → 32``: forward
+    1.7–2.2 → 0.4–0.6 ms, input gradient 1.7–2.1 → 0.4–0.5 ms; a 10-step input-gradient loop on the
+    digits model 26.1 → 24.2 ms per step (idle 2-core AMD EPYC; ``docs/attack_speed.md``). The same sum
+    in another order: values agree to float rounding, not bit for bit.
+    Reverse mode only: ``jax.jvp`` through it raises (jsnn uses no forward mode).
+
+    Args and returns: as ``lax.conv_general_dilated``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jax import lax
+        >>> from jsnn.conv import conv_general_dilated
+        >>> x, w = jnp.ones((1, 4, 4, 2)), jnp.arange(36.).reshape(3, 3, 2, 2)
+        >>> dn = ("NHWC", "HWIO", "NHWC")
+        >>> ours = jax.grad(lambda x: conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn).sum())(x)
+        >>> ref = jax.grad(lambda x: lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn).sum())(x)
+        >>> bool(jnp.all(ours == ref))
+        True
+    """
+    conv = functools.partial(lax.conv_general_dilated, window_strides=window_strides,
+                             padding=padding if isinstance(padding, str) else tuple(map(tuple, padding)),
+                             lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+                             feature_group_count=feature_group_count, batch_group_count=batch_group_count,
+                             precision=precision, preferred_element_type=preferred_element_type)
+    dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    if feature_group_count != 1 or batch_group_count != 1:
+        return conv(lhs, rhs, dimension_numbers=dn)
+    if _few_channels_applies(lhs, rhs, dn, window_strides, lhs_dilation, rhs_dilation, precision,
+                             preferred_element_type):
+        return _few_channels_conv(conv, _explicit_pads(lhs, rhs, dn, padding), dn, lhs, rhs)
+    return _conv_canonical_transpose(conv, dn, lhs, rhs)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _conv_canonical_transpose(conv, dn, lhs, rhs):
+    return conv(lhs, rhs, dimension_numbers=dn)
+
+
+def _conv_fwd(conv, dn, lhs, rhs):
+    return conv(lhs, rhs, dimension_numbers=dn), (lhs, rhs)
+
+
+def _conv_bwd(conv, dn, residuals, g):
+    lhs, rhs = residuals
+    out_axis, in_axis = dn.rhs_spec[:2]
+    swapped = dn._replace(rhs_spec=(in_axis, out_axis) + tuple(dn.rhs_spec[2:]))
+    rhs_t = jnp.swapaxes(rhs, in_axis, out_axis)
+    (d_lhs,) = jax.vjp(lambda x: conv(x, rhs_t, dimension_numbers=swapped), lhs)[1](g)
+    (d_rhs,) = jax.vjp(lambda w: conv(lhs, w, dimension_numbers=dn), rhs)[1](g)
+    return d_lhs, d_rhs
+
+
+_conv_canonical_transpose.defvjp(_conv_fwd, _conv_bwd)
+
+
+FEW_CHANNELS_MAX_K = 9  # C_in · window size up to which a stride-1 convolution takes the few-channel path
+# (27, the RGB 3×3 stem, made CIFAR PGD-10 slower: 25.6 → 32.1 s; docs/attack_speed.md)
+
+
+def _few_channels_applies(lhs, rhs, dn, strides, lhs_dilation, rhs_dilation, precision, preferred) -> bool:
+    """A grey-image stem (1×3×3 inputs per output): XLA CPU's convolution kernels are slow there."""
+    ones = lambda d: d is None or all(int(v) == 1 for v in d)
+    k = rhs.shape[dn.rhs_spec[1]] * math.prod(rhs.shape[a] for a in dn.rhs_spec[2:])
+    return (k <= FEW_CHANNELS_MAX_K and ones(strides) and ones(lhs_dilation) and ones(rhs_dilation)
+            and precision is None and preferred is None)
+
+
+def _explicit_pads(lhs, rhs, dn, padding):
+    if not isinstance(padding, str):
+        return tuple((int(lo), int(hi)) for lo, hi in padding)
+    spatial = [lhs.shape[a] for a in dn.lhs_spec[2:]]
+    window = [rhs.shape[a] for a in dn.rhs_spec[2:]]
+    return tuple(lax.padtype_to_pads(spatial, window, (1,) * len(window), padding))
+
+
+def _window_shifts(pads, lhs, rhs, dn):
+    """The padded input shifted by each window offset, ``[N, *out, C_in]`` each, and W as ``[K, C_out]``
+    (rows in the same offset-major, channel-minor order)."""
+    nsp = len(dn.lhs_spec) - 2
+    x = jnp.transpose(lhs, (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1]))  # [N, *spatial, C_in]
+    w = jnp.transpose(rhs, (*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0]))  # [*window, C_in, C_out]
+    window = w.shape[:nsp]
+    x = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)))
+    out = [x.shape[1 + d] - window[d] + 1 for d in range(nsp)]
+    shifted = [lax.slice(x, (0, *offset, 0), (x.shape[0], *(o + n for o, n in zip(offset, out)), x.shape[-1]))
+               for offset in itertools.product(*(range(k) for k in window))]
+    return shifted, w.reshape(-1, w.shape[-1])
+
+
+def _to_out_spec(y, dn):
+    """``[N, *out, C_out]`` → the output dimension order ``dn.out_spec``."""
+    nsp = y.ndim - 2
+    perm = [0] * y.ndim
+    perm[dn.out_spec[0]], perm[dn.out_spec[1]] = 0, nsp + 1
+    for d in range(nsp):
+        perm[dn.out_spec[2 + d]] = 1 + d
+    return jnp.transpose(y, perm)
+
+
+def _few_channels_sum(pads, lhs, rhs, dn):
+    """``y[n, p, o] = Σ_{δ, i} x_pad[n, p + δ, i] · W[δ, i, o]`` as K multiply-adds in a fixed order.
+
+    One elementwise loop for XLA: faster than its convolution for small K and each output computed
+    the same way whatever the batch (``models.stem``'s first layer once over T stays bit for bit).
+    """
+    shifted, w = _window_shifts(pads, lhs, rhs, dn)
+    terms = (s[..., i:i + 1] * w[k * s.shape[-1] + i] for k, s in enumerate(shifted) for i in range(s.shape[-1]))
+    return _to_out_spec(functools.reduce(jnp.add, terms), dn)
+
+
+def _few_channels_matmul(pads, lhs, rhs, dn):
+    """The same sum as one matrix product, ``[shifted copies stacked on features] @ W[K, C_out]``:
+    its transpose w.r.t. the input (a sum of shifted slices) is what XLA runs fast."""
+    shifted, w = _window_shifts(pads, lhs, rhs, dn)
+    return _to_out_spec(jnp.concatenate(shifted, axis=-1) @ w, dn)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _few_channels_conv(conv, pads, dn, lhs, rhs):
+    return _few_channels_sum(pads, lhs, rhs, dn)
+
+
+def _few_fwd(conv, pads, dn, lhs, rhs):
+    return _few_channels_sum(pads, lhs, rhs, dn), (lhs, rhs)
+
+
+def _few_bwd(conv, pads, dn, residuals, g):
+    """Input gradient through the matrix-product form (autodiff of the elementwise form sums K padded
+    copies of the input: 395 ms vs 5 ms at 3×3×3), kernel gradient by lax's convolution."""
+    lhs, rhs = residuals
+    (d_lhs,) = jax.vjp(lambda x: _few_channels_matmul(pads, x, rhs, dn), lhs)[1](g)
+    (d_rhs,) = jax.vjp(lambda w: conv(lhs, w, dimension_numbers=dn), rhs)[1](g)
+    return d_lhs, d_rhs
+
+
+_few_channels_conv.defvjp(_few_fwd, _few_bwd)
