@@ -241,11 +241,15 @@ Conv.__doc__ = """``flax.linen.Conv`` running :func:`conv_general_dilated` (same
 
 
 def _tiled_window_sum(x, window_shape, strides, padding):
-    """``Σ`` over each window of ``x`` (NHWC-like) as a reduction of a reshaped view, or ``None``.
+    """``Σ`` over each window of ``x`` (NHWC-like) with a broadcast for its backward, or ``None``.
 
     Only when the windows tile the input: ``strides`` = ``window_shape`` (or ``None``) and no padding
-    (``VALID`` drops the remainder, as lax's). Its transpose is a broadcast, where lax's
-    ``reduce_window`` transposes to a padded ``reduce_window`` that XLA CPU runs as a generic loop.
+    (``VALID`` drops the remainder, as lax's). The forward is lax's ``reduce_window``: XLA CPU does
+    not fuse the spiking layer's time chain into it, so the spikes are computed once (written as a
+    reduction of a reshaped view, the compiled program fused the unrolled LIF chain into the pool's
+    reduction, each time step's spikes recomputing the steps before). The backward is the broadcast
+    of the cotangent to each window, where lax's transpose is a padded ``reduce_window`` that XLA
+    CPU runs as a generic loop. Both bit for bit lax's values.
     """
     window_shape = tuple(int(k) for k in window_shape)
     nd = len(window_shape)
@@ -253,22 +257,39 @@ def _tiled_window_sum(x, window_shape, strides, padding):
     no_pad = padding == "VALID" or (not isinstance(padding, str) and all(tuple(p) == (0, 0) for p in padding))
     if strides != window_shape or not no_pad or x.ndim < nd + 2:
         return None
-    spatial = x.shape[x.ndim - 1 - nd:x.ndim - 1]
-    keep = tuple(n - n % k for n, k in zip(spatial, window_shape))
-    if keep != spatial:
-        x = x[(Ellipsis,) + tuple(slice(0, n) for n in keep) + (slice(None),)]
-    lead = x.shape[:x.ndim - 1 - nd]
-    split = sum(((n // k, k) for n, k in zip(keep, window_shape)), ())
-    return x.reshape(lead + split + x.shape[-1:]).sum(tuple(len(lead) + 2 * i + 1 for i in range(nd)))
+    return _window_sum(window_shape, x)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _window_sum(window_shape, x):
+    return nn.pool(x, 0.0, lax.add, window_shape, window_shape, "VALID")
+
+
+def _window_sum_fwd(window_shape, x):
+    return _window_sum(window_shape, x), x.shape
+
+
+def _window_sum_bwd(window_shape, shape, g):
+    nd = len(window_shape)
+    lead = g.ndim - 1 - nd
+    expanded = g.reshape(sum(((n, 1) for n in g.shape[lead:lead + nd]), g.shape[:lead]) + g.shape[-1:])
+    tiles = g.shape[:lead] + sum(((n, k) for n, k in zip(g.shape[lead:lead + nd], window_shape)), ()) + g.shape[-1:]
+    dx = jnp.broadcast_to(expanded, tiles).reshape(
+        g.shape[:lead] + tuple(n * k for n, k in zip(g.shape[lead:lead + nd], window_shape)) + g.shape[-1:])
+    pads = [(0, 0)] * lead + [(0, full - n) for full, n in zip(shape[lead:lead + nd], dx.shape[lead:lead + nd])]
+    return (jnp.pad(dx, pads + [(0, 0)]),)
+
+
+_window_sum.defvjp(_window_sum_fwd, _window_sum_bwd)
 
 
 def avg_pool(x, window_shape: Sequence[int], strides: Optional[Sequence[int]] = None, padding="VALID"):
-    """``flax.linen.avg_pool``, with non-overlapping windows as a reshape and a sum.
+    """``flax.linen.avg_pool``; when the windows tile the input, its backward is a broadcast.
 
-    ``y[i, j] = (1/(k_h·k_w)) Σ_{a<k_h, b<k_w} x[k_h·i + a, k_w·j + b]``. When the windows tile the
-    input the backward is a broadcast instead of XLA CPU's loop over a padded ``reduce_window``
-    (VGG-11 CIFAR training step: ≈ 10 % of the thread time went to its pools' backward). Same values,
-    bit for bit, as flax's on CPU (tested); other windows, strides and paddings are flax's.
+    ``y[i, j] = (1/(k_h·k_w)) Σ_{a<k_h, b<k_w} x[k_h·i + a, k_w·j + b]``. With tiling windows the
+    backward broadcasts the cotangent instead of XLA CPU's loop over a padded ``reduce_window``
+    (``[128, 16, 16, 256]``: 2.96 → 1.12 ms). Values and gradients bit for bit flax's (tested);
+    other windows, strides and paddings are flax's own code.
 
     Example:
         >>> import jax.numpy as jnp
