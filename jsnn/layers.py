@@ -333,9 +333,9 @@ def _normalize_channels_bwd(residuals, g):
     """``∂x = g·m``, ``∂μ = −m·Σg``, ``∂m = Σ g·(x − μ)``, ``∂β = Σg``; each ``Σ`` over N as ``1ᵀ·[N, C]``.
 
     As reductions, XLA CPU fused the spiking layer's whole backward time chain (BatchNorm's input
-    cotangent) into each of them again and ran them as serial loops: ~10 % of the VGG-11 CIFAR
-    training step in VGG's 8 BatchNorms. A dot cannot take a fused producer, so the cotangent is
-    computed once; the sums are the same up to float rounding (another order).
+    cotangent) into each of them again and ran them as serial loops: 0.49 s of thread time per
+    VGG-11 CIFAR training step in its 8 BatchNorms (``jax.profiler``). A dot cannot take a fused
+    producer, so the cotangent is computed once; the sums are the same up to float rounding.
     """
     x2, mean, mul = residuals
     ones = jnp.ones((x2.shape[0],), g.dtype)
@@ -353,8 +353,8 @@ class BatchNorm(nn.BatchNorm):
     ``y = (x − μ)·γ/√(σ² + ε) + β`` over every axis but the last (Ioffe & Szegedy 2015), μ, σ² the
     batch statistics in training (running averages updated with ``momentum``) and the running
     averages in evaluation, exactly as flax computes them. Only the backward of the normalization
-    differs: see :func:`_normalize_channels_bwd` (VGG-11 CIFAR training step 2.52 → 1.88 s, idle 2-core
-    AMD EPYC, ``bench/cifar.py``). Other settings (a mask, ``axis_name``, another axis, slow variance,
+    differs: see :func:`_normalize_channels_bwd` (VGG-11 CIFAR training step 2.70–3.37 → 2.03–2.21 s,
+    ``python bench/cifar.py --attacks=`` before and after, interleaved, idle 2-core AMD EPYC). Other settings (a mask, ``axis_name``, another axis, slow variance,
     no scale or bias, other dtypes) are flax's own code. Reverse mode only (as :func:`jsnn.conv.conv_general_dilated`).
     """
 
