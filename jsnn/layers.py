@@ -299,7 +299,8 @@ def avg_pool(x, window_shape: Sequence[int], strides: Optional[Sequence[int]] = 
     """
     y = _tiled_window_sum(x, window_shape, strides, padding)
     if y is None:
-        return nn.avg_pool(x, tuple(window_shape), None if strides is None else tuple(strides), padding)
+        window_shape = tuple(window_shape)
+        return nn.avg_pool(x, window_shape, window_shape if strides is None else tuple(strides), padding)
     return y / math.prod(window_shape)
 
 

@@ -33,9 +33,10 @@ def test_pools_equal_flax_bit_for_bit_values_and_gradients(shape, window):
 def test_pools_with_overlapping_windows_or_padding_are_flax_s():
     x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
     np.testing.assert_array_equal(layers.avg_pool(x, (2, 2), (1, 1)), nn.avg_pool(x, (2, 2), (1, 1)))
-    pad = ((1, 1), (1, 1))
+    pad = ((1, 1), (1, 1))  # strides=None means the window, as for tiling pools
     np.testing.assert_array_equal(layers.sum_pool(x, (2, 2), None, pad),
                                   nn.pool(x, 0.0, lax.add, (2, 2), (2, 2), pad))
+    np.testing.assert_array_equal(layers.avg_pool(x, (2, 2), None, pad), nn.avg_pool(x, (2, 2), (2, 2), pad))
 
 
 def _bn_pair(train: bool, **kw):
