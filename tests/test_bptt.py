@@ -56,17 +56,22 @@ def test_fused_matches_autodiff(name, si):
     assert float(jnp.abs(jax.tree.leaves(g1)[0]).max()) > 0  # the surrogate path is exercised
 
 
-def test_default_config_uses_it_for_rolled_loops_only(monkeypatch):
+def test_default_config_uses_it_for_rolled_loops_and_time_major_input(monkeypatch):
     calls = []
     real = bptt.scan
     monkeypatch.setattr(bptt, "scan", lambda *a: calls.append(1) or real(*a))
-    neuron.run(neuron.LIF, jnp.ones((neuron.UNROLL_MAX_T, 2)))
-    assert not calls  # unrolled: autodiff of the written-out steps
-    neuron.run(neuron.LIF, jnp.ones((neuron.UNROLL_MAX_T + 1, 2)))
-    assert calls == [1]
+    T = neuron.UNROLL_MAX_T
+    neuron.run(neuron.LIF, jnp.ones((2, T)), time_axis=1)
+    assert not calls  # batch-major (model layers), short: autodiff of the written-out steps
+    neuron.run(neuron.LIF._replace(unroll=True), jnp.ones((T, 2)))
+    assert not calls  # unrolled on request
+    neuron.run(neuron.LIF, jnp.ones((T, 2)))
+    assert calls == [1]  # time-major: the reverse scan needs no transpose, so at every T
+    neuron.run(neuron.LIF, jnp.ones((2, T + 1)), time_axis=1)
+    assert calls == [1, 1]  # rolled
     for gradient in ("bptr", "hart", "rga", "ann"):
         neuron.run(neuron.LIF._replace(gradient=gradient), jnp.ones((12, 2)))
-    assert calls == [1]  # only bptt
+    assert calls == [1, 1]  # only bptt
 
 
 def test_batch_major_time_axis_and_v0_cotangent():

@@ -409,10 +409,15 @@ def test_batch_major_time_axis_is_the_time_major_neuron(kind, gradient, unroll, 
 
 
 def test_unroll_none_unrolls_short_sequences_only():
-    """``unroll=None`` writes the loop out for T ≤ UNROLL_MAX_T (no while loop in the program), scans beyond."""
+    """``unroll=None`` writes the loop out for T ≤ UNROLL_MAX_T (no while loop in the program), scans beyond,
+    for autodiff of the step and for batch-major input (the model layers); time-major input takes the
+    hand-written reverse scan (rolled, no transpose needed) at every T unless ``unroll`` is set."""
     for T, rolled in ((neuron.UNROLL_MAX_T, False), (neuron.UNROLL_MAX_T + 1, True)):
-        text = str(jax.make_jaxpr(lambda x: neuron.lif(x))(jnp.ones((T, 2))))
-        assert ("scan" in text) == rolled, (T, text[:200])
+        autodiff = str(jax.make_jaxpr(lambda x: neuron.lif(x, fused=False))(jnp.ones((T, 2))))
+        batch_major = str(jax.make_jaxpr(lambda x: neuron.run(neuron.LIF, x, time_axis=1))(jnp.ones((2, T))))
+        assert ("scan" in autodiff) == rolled and ("scan" in batch_major) == rolled, (T, autodiff[:200])
+    time_major = lambda **kw: str(jax.make_jaxpr(lambda x: neuron.lif(x, **kw))(jnp.ones((2, 2))))
+    assert "scan" in time_major() and "scan" not in time_major(unroll=True)
 
 
 # ----------------------------------------------------------------------------- BPTR
