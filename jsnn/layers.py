@@ -257,19 +257,19 @@ def _tiled_window_sum(x, window_shape, strides, padding):
     no_pad = padding == "VALID" or (not isinstance(padding, str) and all(tuple(p) == (0, 0) for p in padding))
     if strides != window_shape or not no_pad or x.ndim < nd + 2:
         return None
-    return _window_sum(window_shape, x)
+    return _window_sum(window_shape, tuple(x.shape), x)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _window_sum(window_shape, x):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _window_sum(window_shape, shape, x):
     return nn.pool(x, 0.0, lax.add, window_shape, window_shape, "VALID")
 
 
-def _window_sum_fwd(window_shape, x):
-    return _window_sum(window_shape, x), x.shape
+def _window_sum_fwd(window_shape, shape, x):
+    return _window_sum(window_shape, shape, x), None
 
 
-def _window_sum_bwd(window_shape, shape, g):
+def _window_sum_bwd(window_shape, shape, _, g):
     nd = len(window_shape)
     lead = g.ndim - 1 - nd
     expanded = g.reshape(sum(((n, 1) for n in g.shape[lead:lead + nd]), g.shape[:lead]) + g.shape[-1:])
@@ -355,8 +355,9 @@ class BatchNorm(nn.BatchNorm):
     batch statistics in training (running averages updated with ``momentum``) and the running
     averages in evaluation, exactly as flax computes them. Only the backward of the normalization
     differs: see :func:`_normalize_channels_bwd` (VGG-11 CIFAR training step 2.70–3.37 → 2.03–2.21 s,
-    ``python bench/cifar.py --attacks=`` before and after, interleaved, idle 2-core AMD EPYC). Other settings (a mask, ``axis_name``, another axis, slow variance,
-    no scale or bias, other dtypes) are flax's own code. Reverse mode only (as :func:`jsnn.conv.conv_general_dilated`).
+    ``python bench/cifar.py --attacks=`` before and after, interleaved, idle 2-core AMD EPYC). Other
+    settings (a mask, ``axis_name``, another axis, slow variance, no scale or bias, other dtypes) are
+    flax's own code. Reverse mode only (as :func:`jsnn.conv.conv_general_dilated`).
     """
 
     @nn.compact
