@@ -297,11 +297,7 @@ def avg_pool(x, window_shape: Sequence[int], strides: Optional[Sequence[int]] = 
         >>> avg_pool(jnp.arange(16.0).reshape(1, 4, 4, 1), (2, 2))[0, ..., 0].tolist()
         [[2.5, 4.5], [10.5, 12.5]]
     """
-    y = _tiled_window_sum(x, window_shape, strides, padding)
-    if y is None:
-        window_shape = tuple(window_shape)
-        return nn.avg_pool(x, window_shape, window_shape if strides is None else tuple(strides), padding)
-    return y / math.prod(window_shape)
+    return sum_pool(x, window_shape, strides, padding) / math.prod(window_shape)  # flax's avg_pool, written out
 
 
 def sum_pool(x, window_shape: Sequence[int], strides: Optional[Sequence[int]] = None, padding="VALID"):
@@ -355,7 +351,7 @@ class BatchNorm(nn.BatchNorm):
     batch statistics in training (running averages updated with ``momentum``) and the running
     averages in evaluation, exactly as flax computes them. Only the backward of the normalization
     differs: see :func:`_normalize_channels_bwd` (VGG-11 CIFAR training step 2.70–3.37 → 2.03–2.21 s,
-    ``python bench/cifar.py --attacks=`` before and after, interleaved, idle 2-core AMD EPYC). Other
+    ``python bench/cifar.py --attacks=`` before and after, interleaved, 2-core AMD EPYC, load 1.4). Other
     settings (a mask, ``axis_name``, another axis, slow variance, no scale or bias, other dtypes) are
     flax's own code. Reverse mode only (as :func:`jsnn.conv.conv_general_dilated`).
     """
