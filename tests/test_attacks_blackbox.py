@@ -1,6 +1,7 @@
 """Tests of jsnn.attacks.square, jsnn.attacks.fab and jsnn.attacks.autoattack."""
 
 import functools
+import sys
 import types
 
 import jax
@@ -396,3 +397,29 @@ def test_autoattack_errors(kwargs, field):
     fn, x, y, _ = linear_problem([0.5, 2.0], classes=4)
     with pytest.raises(ValueError, match=field):
         autoattack(**kwargs)(fn, x, y, KEY, eps=0.1)
+
+
+def test_square_host_mode_compacts_the_unfooled_and_matches_the_jitted_search(monkeypatch):
+    """Concrete inputs: every ``COMPACT_EVERY`` iterations the search goes on with the not-yet-fooled
+    examples only (smaller batches), with the per-example result of the one-loop jitted search."""
+    monkeypatch.setattr(sys.modules["jsnn.attacks.square"], "COMPACT_EVERY", 40)  # the package re-exports the function
+    ratios = np.tile([0.3, 0.5, 0.8, 0.95, 1.2, 2.0, 0.4, 0.6], 4)
+    _, x, y, w = linear_problem(ratios)
+    shapes = []
+
+    def fn(x, key):  # row by row (no matrix product whose rounding could depend on the batch)
+        shapes.append(x.shape[0])
+        s = jnp.sum(x.reshape(x.shape[0], -1) * w, axis=1) - 0.5 * w.sum()
+        return jnp.stack([-s, s], -1)
+
+    jitted, info_j = jax.jit(lambda xx: square(fn, xx, y, KEY, eps=0.05, queries=300, full_output=True))(x)
+    assert set(shapes) == {1, 32}  # 1: the argument check's probe of the number of classes
+    shapes.clear()
+    host, info_h = square(fn, x, y, KEY, eps=0.05, queries=300, full_output=True)
+    assert 32 in shapes and min(set(shapes) - {1}) < 32  # later segments ran on the still-robust examples only
+    np.testing.assert_array_equal(np.asarray(host), np.asarray(jitted))
+    np.testing.assert_array_equal(np.asarray(info_h["queries"]), np.asarray(info_j["queries"]))
+    np.testing.assert_array_equal(np.asarray(info_h["margin"]), np.asarray(info_j["margin"]))
+    fooled = np.asarray(info_h["margin"]) <= 0
+    assert fooled.any() and not fooled.all()
+    assert np.all(np.asarray(info_h["queries"])[~fooled] == 300)

@@ -23,7 +23,9 @@ Differences from the reference, all deliberate:
   reference draws from ``[0, H − s)``, so after the initialisation it never changes the last
   row and column (15 of 64 pixels on 8×8 digits, where it then misses examples a linear
   model makes attackable);
-* the search stops when every example is fooled (``lax.while_loop``);
+* the search stops when every example is fooled (``lax.while_loop``); with concrete inputs it
+  goes on every :data:`COMPACT_EVERY` iterations with the not-yet-fooled examples only, compacted
+  (the reference queries only those at every iteration);
 * the returned point is the clean image when no queried point has a lower margin than the
   clean one, so the margin of ``x_adv`` never exceeds the clean margin;
 * queries count every score evaluation of an example, the clean one and the stripe
@@ -107,7 +109,13 @@ def _check(logits_fn, x, y, key, eps, queries, p_init, eot):
 
 def square(logits_fn, x, y, key, *, eps, queries: int = 5000, p_init: float = 0.8, eot: int = 1,
            active=None, full_output: bool = False):
-    """Square attack (L∞, margin loss), one jitted ``lax.while_loop``.
+    """Square attack (L∞, margin loss): jitted ``lax.while_loop`` segments on the examples not yet fooled.
+
+    Concrete inputs: the search runs in segments of :data:`COMPACT_EVERY` iterations, each on the
+    still-unfooled (and ``active``) examples, compacted into bucketed batches
+    (:mod:`~jsnn.attacks.compact`); traced inputs (inside a jit): one ``lax.while_loop`` on the whole
+    batch. Both give the same per-example result (deterministic models: every draw of iteration i
+    is made for the whole batch and gathered).
 
     Args:
       logits_fn: ``logits_fn(x, key) -> [B, K]`` logits (only scores are used: black box); a
@@ -146,61 +154,78 @@ def square(logits_fn, x, y, key, *, eps, queries: int = 5000, p_init: float = 0.
         True
     """
     x, y = _check(logits_fn, x, y, key, eps, queries, p_init, eot)
-    call = functools.partial(_square, common.as_partial(logits_fn), x, y, key, jnp.asarray(eps, x.dtype),
-                             n_queries=queries, p_init=float(p_init), eot=eot)
+    fn, eps = common.as_partial(logits_fn), jnp.asarray(eps, x.dtype)
+    kw = dict(n_queries=queries, p_init=float(p_init), eot=eot)
     compact.check_active(active, x.shape[0])
-    if active is None:
-        x_adv, used, best = call(None)
-    elif common._concrete((x, y, key, eps, active)):
-        init = (x, np.zeros(x.shape[0], np.int32), np.full(x.shape[0], np.inf, x.dtype))
-        x_adv, used, best = map(jnp.asarray, compact.run(call, active, init))
+    if common._concrete((x, y, key, eps, active)):
+        todo = np.ones(x.shape[0], bool) if active is None else np.asarray(active, bool)
+        x_adv, used, best = map(jnp.asarray, _square_compacted(fn, x, y, key, eps, todo, **kw))
     else:
-        a = jnp.asarray(active, bool)
-        x_adv, used, best = call(None)
-        x_adv = jnp.where(a[:, None, None, None], x_adv, x)
-        used, best = jnp.where(a, used, 0), jnp.where(a, best, jnp.inf)
+        x_adv, used, best = _square(fn, x, y, key, eps, **kw)
+        if active is not None:
+            a = jnp.asarray(active, bool)
+            x_adv = jnp.where(a[:, None, None, None], x_adv, x)
+            used, best = jnp.where(a, used, 0), jnp.where(a, best, jnp.inf)
     if full_output:
         return x_adv, {"queries": used, "margin": best}
     return x_adv
 
 
-@functools.partial(jax.jit, static_argnames=("n_queries", "p_init", "eot"))
-def _square(logits_fn, x, y, key, eps, rows, *, n_queries, p_init, eot):
-    """Square on ``x[rows]`` (all if None); every random draw is made for all of ``x`` and gathered."""
-    N, H, W, C = x.shape  # N: the whole batch, for the random draws
-    sizes = jnp.asarray(square_sizes(n_queries, p_init, H, W))
-    n_iter = sizes.shape[0]
+COMPACT_EVERY = 250  # Square iterations between compactions of the still-robust examples (host mode)
 
-    def sign(k, shape):
-        return jnp.where(jax.random.bernoulli(k, 0.5, shape), 1.0, -1.0).astype(x.dtype)
 
-    k_clean, k_stripes, k_init, k_loop = jax.random.split(key, 4)
-    x, y, stripes = compact.take(rows, x, y, sign(k_stripes, (N, 1, W, C)))
+def _keys(key):
+    """``(clean, stripes, init, loop)`` keys of a run, the same in both modes."""
+    return jax.random.split(key, 4)
 
-    def score(xq, k):
-        return expectation(lambda xx, kk: margin(logits_fn(xx, kk), y), xq, k, samples=eot)
 
-    lo, hi = jnp.clip(x - eps, 0.0, 1.0), jnp.clip(x + eps, 0.0, 1.0)
+def _sign(k, shape, dtype):
+    return jnp.where(jax.random.bernoulli(k, 0.5, shape), 1.0, -1.0).astype(dtype)
+
+
+def _score(logits_fn, y, eot):
+    return lambda xq, k: expectation(lambda xx, kk: margin(logits_fn(xx, kk), y), xq, k, samples=eot)
+
+
+def _start(logits_fn, x, y, key, eps, rows, eot):
+    """Clean and stripe-initialisation queries on ``x[rows]`` (all if None): ``(x_best, m_best, queries, m_clean)``."""
+    N, _, W, C = x.shape  # N: the whole batch, for the random draws
+    k_clean, k_stripes, k_init, _ = _keys(key)
+    x, y, stripes = compact.take(rows, x, y, _sign(k_stripes, (N, 1, W, C), x.dtype))
+    score = _score(logits_fn, y, eot)
     m_clean = score(x, k_clean)
     attack = m_clean > 0  # only correctly classified examples are attacked
     x_init = jnp.clip(x + eps * stripes, 0.0, 1.0)
     m_init = score(x_init, k_init)
     x_best = jnp.where(attack[:, None, None, None], x_init, x)
     m_best = jnp.where(attack, m_init, m_clean)
-    queries = 1 + attack.astype(jnp.int32)
+    return x_best, m_best, 1 + attack.astype(jnp.int32), m_clean
+
+
+def _iterate(logits_fn, x, y, key, eps, rows, state, first, stop, *, n_queries, p_init, eot):
+    """Iterations ``first ≤ i < stop`` of the search on ``x[rows]`` from ``state = (x_best, m_best, queries)``
+    (rows already taken); it stops early when every example is fooled. Every draw of iteration i is made
+    for the whole batch from ``fold_in(loop key, i)`` and gathered, so where it is cut does not matter."""
+    N, H, W, C = x.shape
+    sizes = jnp.asarray(square_sizes(n_queries, p_init, H, W))
+    stop = jnp.minimum(stop, sizes.shape[0])
+    k_loop = _keys(key)[3]
+    x, y = compact.take(rows, x, y)
+    score = _score(logits_fn, y, eot)
+    lo, hi = jnp.clip(x - eps, 0.0, 1.0), jnp.clip(x + eps, 0.0, 1.0)
     r_idx, c_idx = jnp.arange(H), jnp.arange(W)
 
-    def cond(state):
-        i, _, m, _ = state
-        return (i < n_iter) & jnp.any(m > 0)
+    def cond(carry):
+        i, _, m, _ = carry
+        return (i < stop) & jnp.any(m > 0)
 
-    def body(state):
-        i, x_best, m_best, queries = state
+    def body(carry):
+        i, x_best, m_best, queries = carry
         active = m_best > 0
         s = sizes[i]
         k_h, k_w, k_s, k_m = jax.random.split(jax.random.fold_in(k_loop, i), 4)
         vh, vw, sg = compact.take(rows, jax.random.randint(k_h, (N, 1), 0, H - s + 1),
-                                  jax.random.randint(k_w, (N, 1), 0, W - s + 1), sign(k_s, (N, 1, 1, C)))
+                                  jax.random.randint(k_w, (N, 1), 0, W - s + 1), _sign(k_s, (N, 1, 1, C), x.dtype))
         in_h = (r_idx >= vh) & (r_idx < vh + s)
         in_w = (c_idx >= vw) & (c_idx < vw + s)
         window = in_h[:, :, None, None] & in_w[:, None, :, None]
@@ -212,7 +237,47 @@ def _square(logits_fn, x, y, key, eps, rows, *, n_queries, p_init, eot):
         m_best = jnp.where(better, m_new, m_best)
         return i + 1, x_best, m_best, queries + active.astype(jnp.int32)
 
-    _, x_best, m_best, queries = jax.lax.while_loop(cond, body, (jnp.int32(0), x_best, m_best, queries))
+    _, *state = jax.lax.while_loop(cond, body, (jnp.asarray(first, jnp.int32), *state))
+    return tuple(state)
+
+
+def _finish(x, x_best, m_best, m_clean):
+    """The clean image where no query beat it: ``(x_adv, margin)``."""
     keep_clean = m_clean <= m_best
-    x_adv = jnp.where(keep_clean[:, None, None, None], x, x_best)
-    return x_adv, queries, jnp.minimum(m_best, m_clean)
+    return jnp.where(keep_clean[:, None, None, None], x, x_best), jnp.minimum(m_best, m_clean)
+
+
+@functools.partial(jax.jit, static_argnames=("n_queries", "p_init", "eot"))
+def _square(logits_fn, x, y, key, eps, *, n_queries, p_init, eot):
+    """The whole search in one jitted ``lax.while_loop`` on the whole batch (traced inputs)."""
+    x_best, m_best, queries, m_clean = _start(logits_fn, x, y, key, eps, None, eot)
+    x_best, m_best, queries = _iterate(logits_fn, x, y, key, eps, None, (x_best, m_best, queries), 0, n_queries,
+                                       n_queries=n_queries, p_init=p_init, eot=eot)
+    x_adv, best = _finish(x, x_best, m_best, m_clean)
+    return x_adv, queries, best
+
+
+_start_rows = jax.jit(_start, static_argnames=("eot",))
+_iterate_rows = jax.jit(_iterate, static_argnames=("n_queries", "p_init", "eot"))
+
+
+def _square_compacted(logits_fn, x, y, key, eps, todo, *, n_queries, p_init, eot):
+    """Host mode: every :data:`COMPACT_EVERY` iterations the search goes on with the examples still not
+    fooled only, compacted into bucketed batches (as the reference, which queries only those). Per
+    example the same draws and the same result as :func:`_square` (deterministic models)."""
+    B = x.shape[0]
+    init = (np.asarray(x), np.full(B, np.inf, x.dtype), np.zeros(B, np.int32), np.full(B, np.inf, x.dtype))
+    x_best, m_best, queries, m_clean = compact.run(
+        lambda rows: _start_rows(logits_fn, x, y, key, eps, rows, eot), todo, init)
+    n_iter = len(square_sizes(n_queries, p_init, x.shape[1], x.shape[2]))
+    for first in range(0, n_iter, COMPACT_EVERY):
+        todo = todo & (m_best > 0)
+        if not todo.any():
+            break
+        state = (x_best, m_best, queries)
+        x_best, m_best, queries = compact.run(
+            lambda rows: _iterate_rows(logits_fn, x, y, key, eps, rows, tuple(a[rows] for a in state), first,
+                                       first + COMPACT_EVERY, n_queries=n_queries, p_init=p_init, eot=eot),
+            todo, state)
+    x_adv, best = _finish(np.asarray(x), x_best, m_best, m_clean)
+    return x_adv, queries, best
