@@ -1,8 +1,9 @@
 """Convolutions as XLA CPU runs them fast, with lax's values and gradients.
 
-:func:`conv_general_dilated` is ``lax.conv_general_dilated`` with two changes of the backward (the
-input gradient stays a canonical convolution inside loops) and of the few-input-channel forward
-(a 1×3×3 grey stem as multiply-adds). ``jsnn.layers.Conv`` (every model's conv) runs it.
+:func:`conv_general_dilated` is ``lax.conv_general_dilated`` with three changes: the backward (the
+input gradient stays a canonical convolution inside loops), the few-input-channel forward (a
+1×3×3 grey stem as multiply-adds) and wide 3×3 convolutions as Winograd F(2×2, 3×3) products
+(:func:`winograd_conv`). ``jsnn.layers.Conv`` (every model's conv) runs it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["FEW_CHANNELS_MAX_K", "conv_general_dilated"]
+__all__ = ["FEW_CHANNELS_MAX_K", "WINOGRAD_MIN_CHANNELS", "conv_general_dilated"]
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -39,6 +40,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     1.7–2.2 → 0.4–0.6 ms, input gradient 1.7–2.1 → 0.4–0.5 ms; a 10-step input-gradient loop on the
     digits model 26.1 → 24.2 ms per step (idle 2-core AMD EPYC; ``docs/attack_speed.md``). The same sum
     in another order: values agree to float rounding, not bit for bit.
+    Wide 3×3 convolutions (NHWC/HWIO, stride 1, padding 1, even H and W, ``C_in`` and ``C_out ≥``
+    :data:`WINOGRAD_MIN_CHANNELS` = 256: VGG-11's 8×8 and 4×4 layers) run as Winograd F(2×2, 3×3),
+    16 matrix products instead of the 36 multiplications per 2×2 output tile
+    (:func:`winograd_conv`; values agree to float rounding, ~4e-6 in float32 on unit-scale data).
     Reverse mode only: ``jax.jvp`` through it raises (jsnn uses no forward mode).
 
     Args and returns: as ``lax.conv_general_dilated``.
@@ -65,6 +70,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     if _few_channels_applies(lhs, rhs, dn, window_strides, lhs_dilation, rhs_dilation, precision,
                              preferred_element_type):
         return _few_channels_conv(conv, _explicit_pads(lhs, rhs, dn, padding), dn, lhs, rhs)
+    if _winograd_applies(lhs, rhs, dn, window_strides, padding, lhs_dilation, rhs_dilation, precision,
+                         preferred_element_type):
+        return winograd_conv(lhs, rhs)
     return _conv_canonical_transpose(conv, dn, lhs, rhs)
 
 
@@ -171,3 +179,76 @@ def _few_bwd(conv, pads, dn, residuals, g):
 
 
 _few_channels_conv.defvjp(_few_fwd, _few_bwd)
+
+
+# --------------------------------------------------------------------------- Winograd F(2×2, 3×3)
+
+WINOGRAD_MIN_CHANNELS = 256  # C_in and C_out from which a 3×3 convolution runs as Winograd F(2×2, 3×3)
+# (bench/winograd.py, docs/attack_speed.md: forward+backward 1.3–1.4× at 8×8 and 4×4 with 256–512
+# channels; slower at 16×16 with 64–128 input channels)
+
+# Lavin & Gray (2016): Y = Aᵀ[(G W Gᵀ) ⊙ (Bᵀ d B)]A per 4×4 input tile d → 2×2 output tile.
+_WINOGRAD_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+_NHWC_HWIO = (lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2)))
+
+
+def _winograd_applies(lhs, rhs, dn, strides, padding, lhs_dilation, rhs_dilation, precision, preferred) -> bool:
+    ones = lambda d: d is None or all(int(v) == 1 for v in d)
+    if tuple(dn) != tuple(_NHWC_HWIO) or lhs.ndim != 4 or tuple(rhs.shape[:2]) != (3, 3):
+        return False
+    pads = padding == "SAME" if isinstance(padding, str) else (
+        tuple(tuple(int(v) for v in p) for p in padding) == ((1, 1), (1, 1)))
+    return (pads and ones(strides) and ones(lhs_dilation) and ones(rhs_dilation) and precision is None
+            and preferred is None and lhs.shape[1] % 2 == 0 and lhs.shape[2] % 2 == 0
+            and min(rhs.shape[2], rhs.shape[3]) >= WINOGRAD_MIN_CHANNELS)
+
+
+def _bt(d):
+    """``Bᵀ`` applied along a tile axis split into its four parts ``d0…d3``."""
+    d0, d1, d2, d3 = d
+    return d0 - d2, d1 + d2, d2 - d1, d1 - d3
+
+
+def _at(m):
+    """``Aᵀ`` applied along a transformed tile axis (four parts): the two output parts."""
+    m0, m1, m2, m3 = m
+    return m0 + m1 + m2, m1 - m2 - m3
+
+
+def _tile_parts(x, axis: int, n: int):
+    """``x[2i + a]`` for ``i < n`` along ``axis`` (length 2n + 2), a = 0…3: four contiguous slices of a
+    pairing reshape (strided slices, and a stacked ``[16, …]`` operand, ran several times slower in XLA CPU)."""
+    paired = x.reshape(x.shape[:axis] + (n + 1, 2) + x.shape[axis + 1:])
+    part = lambda a, start: lax.slice_in_dim(lax.index_in_dim(paired, a, axis + 1, keepdims=False),
+                                             start, start + n, 1, axis)
+    return part(0, 0), part(1, 0), part(0, 1), part(1, 1)
+
+
+def winograd_conv(x, w):
+    """SAME 3×3 stride-1 convolution ``[N, H, W, C_in] * [3, 3, C_in, C_out]`` (H, W even) as Winograd F(2×2, 3×3).
+
+    Per 4×4 input tile ``d`` (stride 2) and output tile ``Y`` (2×2), ``Y = Aᵀ[(G W Gᵀ) ⊙ (Bᵀ d B)]A``
+    (Lavin & Gray, "Fast algorithms for convolutional neural networks", CVPR 2016): 16 matrix
+    products ``[N·H/2·W/2, C_in] @ [C_in, C_out]``, 2.25× fewer multiplications than the direct
+    convolution, plus memory-bound input and output transforms. Plain jax (autodiff for the gradients).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jax import lax
+        >>> from jsnn.conv import winograd_conv
+        >>> x, w = jax.random.normal(jax.random.key(0), (2, 4, 6, 3)), jax.random.normal(jax.random.key(1), (3, 3, 3, 5))
+        >>> ref = lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        >>> bool(jnp.allclose(winograd_conv(x, w), ref, atol=1e-5))
+        True
+    """
+    N, H, W, _ = x.shape
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    u = [t.reshape(N * (H // 2) * (W // 2), -1) for r in _bt(_tile_parts(xp, 1, H // 2))
+         for t in _bt(_tile_parts(r, 2, W // 2))]  # index 4a + b: tile row a, column b
+    g = jnp.asarray(_WINOGRAD_G, w.dtype)
+    wt = jnp.einsum("ak,klio,bl->abio", g, w, g, precision=lax.Precision.HIGHEST).reshape(16, *w.shape[2:])
+    m = [u[p] @ wt[p] for p in range(16)]  # 16 separate products (one batched dot was slower here)
+    cols = [_at(tuple(m[4 * a + b] for b in range(4))) for a in range(4)]  # Aᵀ over the columns b
+    y = [_at(tuple(cols[a][j] for a in range(4))) for j in range(2)]  # then over the rows a: y[j][i]
+    y = jnp.stack([jnp.stack([y[j][i] for j in range(2)], 1) for i in range(2)], 1)  # [T, 2 (i), 2 (j), C_out]
+    return y.reshape(N, H // 2, W // 2, 2, 2, -1).transpose(0, 1, 3, 2, 4, 5).reshape(N, H, W, -1)

@@ -39,18 +39,27 @@ CASES = {
                                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))),
     "grouped": ((2, 6, 6, 4), (3, 3, 2, 6), dict(window_strides=(1, 1), padding="SAME", feature_group_count=2,
                                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))),
+    # wide 3×3 (C_in, C_out >= conv.WINOGRAD_MIN_CHANNELS, even H and W): Winograd F(2×2, 3×3)
+    "winograd_same": ((2, 4, 6, 256), (3, 3, 256, 256), dict(window_strides=(1, 1), padding="SAME",
+                                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))),
+    "winograd_explicit_pad": ((1, 2, 2, 256), (3, 3, 256, 320), dict(window_strides=(1, 1), padding=[(1, 1), (1, 1)],
+                                                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))),
+    "wide_odd_width": ((1, 4, 5, 256), (3, 3, 256, 256), dict(window_strides=(1, 1), padding="SAME",
+                                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))),
 }
 
 
-def test_few_channel_path_is_taken_for_few_input_channels_only():
-    """The cases above cover both paths: the stride-1 convolutions with C_in · window <= 9 run as
-    K multiply-adds (no convolution in the program), the others as XLA convolutions."""
+def test_few_channel_and_winograd_paths_are_taken_where_they_apply_only():
+    """The cases above cover every path: the stride-1 convolutions with C_in · window <= 9 run as
+    K multiply-adds, the wide 3×3 ones with even H, W as Winograd products (no convolution in the
+    program for either), the others as XLA convolutions."""
     def convs(case):
         lhs_shape, rhs_shape, kw = CASES[case]
         f = lambda l, r: conv.conv_general_dilated(l, r, **kw)
         return jax.jit(f).lower(jnp.ones(lhs_shape), jnp.ones(rhs_shape)).as_text().count("convolution")
     patch = {c for c in CASES if convs(c) == 0}
-    assert patch == {"patch_nchw_explicit_pad", "patch_1x1_valid", "patch_grey_same"}, patch
+    assert patch == {"patch_nchw_explicit_pad", "patch_1x1_valid", "patch_grey_same", "winograd_same",
+                     "winograd_explicit_pad"}, patch
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -62,6 +71,8 @@ def test_conv_values_and_gradients_are_lax(case):
         k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
         lhs = jax.random.normal(k1, lhs_shape, jnp.float64)
         rhs = jax.random.normal(k2, rhs_shape, jnp.float64)
+        if case.startswith(("winograd", "wide")):  # 1/√fan-in: unit-scale outputs, where tanh is not saturated
+            rhs = rhs / np.sqrt(rhs.size / rhs_shape[-1])
         out_shape = lax.conv_general_dilated(lhs, rhs, **kw).shape
         probe = jax.random.normal(k3, out_shape, jnp.float64)  # a generic cotangent
 
