@@ -38,10 +38,10 @@ def bucket(n: int, full: int, step: Optional[int] = None) -> int:
     (8, 12, 16, 24, 32, 48, …) ≥ max(n, 8), or, given ``step``, the smallest multiple of ``step`` ≥ n
     (finer: less padding, more shapes).
 
-    The 3/4 steps between powers of two keep the bucket under 1.5× the rows (2× with powers of two
-    alone, where 87 robust rows of 128 still ran as 128 (AutoAttack's components at ε = 0.1 on the default
-    digits model, 128 images, one process: APGD-T 25.9 → 18.2 s, FAB-T 36.6 → 28.4 s, Square
-    57.3 → 44.3 s with its compaction every 250 iterations; ``docs/attack_speed.md``)).
+    The 3/4 steps between powers of two keep the bucket under 1.5× the rows, not 2×: with powers of
+    two alone 87 robust rows of 128 still ran as 128. AutoAttack's components at ε = 0.1 on the
+    default digits model, 128 images, one process: APGD-T 25.9 → 18.2 s, FAB-T 36.6 → 28.4 s,
+    Square 57.3 → 44.3 s with its compaction every 250 iterations (``docs/attack_speed.md``).
 
     Example:
         >>> from jsnn.attacks import compact
