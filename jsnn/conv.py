@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["FEW_CHANNELS_MAX_K", "WINOGRAD_MIN_CHANNELS", "conv_general_dilated"]
+__all__ = ["FEW_CHANNELS_MAX_K", "WINOGRAD_MAX_PIXELS", "WINOGRAD_MIN_CHANNELS", "conv_general_dilated",
+           "winograd_conv"]
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -40,8 +41,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     1.7–2.2 → 0.4–0.6 ms, input gradient 1.7–2.1 → 0.4–0.5 ms; a 10-step input-gradient loop on the
     digits model 26.1 → 24.2 ms per step (idle 2-core AMD EPYC; ``docs/attack_speed.md``). The same sum
     in another order: values agree to float rounding, not bit for bit.
-    Wide 3×3 convolutions (NHWC/HWIO, stride 1, padding 1, even H and W, ``C_in`` and ``C_out ≥``
-    :data:`WINOGRAD_MIN_CHANNELS` = 256: VGG-11's 8×8 and 4×4 layers) run as Winograd F(2×2, 3×3),
+    Wide 3×3 convolutions on small maps (NHWC/HWIO, stride 1, padding 1, even H and W, H·W ≤
+    :data:`WINOGRAD_MAX_PIXELS` = 64, ``C_in`` and ``C_out ≥`` :data:`WINOGRAD_MIN_CHANNELS` = 256:
+    VGG-11's 8×8 and 4×4 layers) run as Winograd F(2×2, 3×3),
     16 matrix products instead of the 36 multiplications per 2×2 output tile
     (:func:`winograd_conv`; values agree to float rounding, ~4e-6 in float32 on unit-scale data).
     Reverse mode only: ``jax.jvp`` through it raises (jsnn uses no forward mode).
@@ -183,9 +185,10 @@ _few_channels_conv.defvjp(_few_fwd, _few_bwd)
 
 # --------------------------------------------------------------------------- Winograd F(2×2, 3×3)
 
-WINOGRAD_MIN_CHANNELS = 256  # C_in and C_out from which a 3×3 convolution runs as Winograd F(2×2, 3×3)
+WINOGRAD_MIN_CHANNELS = 256  # C_in and C_out from which a 3×3 convolution runs as Winograd F(2×2, 3×3) ...
+WINOGRAD_MAX_PIXELS = 64  # ... on feature maps of at most 8×8 pixels: where it was measured to win
 # (bench/winograd.py, docs/attack_speed.md: forward+backward 1.3–1.4× at 8×8 and 4×4 with 256–512
-# channels; slower at 16×16 with 64–128 input channels)
+# channels; slower at 16×16 with 64–128 input channels; larger maps with ≥ 256 channels not measured)
 
 # Lavin & Gray (2016): Y = Aᵀ[(G W Gᵀ) ⊙ (Bᵀ d B)]A per 4×4 input tile d → 2×2 output tile.
 _WINOGRAD_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
@@ -200,6 +203,7 @@ def _winograd_applies(lhs, rhs, dn, strides, padding, lhs_dilation, rhs_dilation
         tuple(tuple(int(v) for v in p) for p in padding) == ((1, 1), (1, 1)))
     return (pads and ones(strides) and ones(lhs_dilation) and ones(rhs_dilation) and precision is None
             and preferred is None and lhs.shape[1] % 2 == 0 and lhs.shape[2] % 2 == 0
+            and lhs.shape[1] * lhs.shape[2] <= WINOGRAD_MAX_PIXELS
             and min(rhs.shape[2], rhs.shape[3]) >= WINOGRAD_MIN_CHANNELS)
 
 

@@ -46,13 +46,15 @@ CASES = {
                                                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))),
     "wide_odd_width": ((1, 4, 5, 256), (3, 3, 256, 256), dict(window_strides=(1, 1), padding="SAME",
                                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))),
+    "wide_large_map": ((1, 10, 8, 256), (3, 3, 256, 256), dict(window_strides=(1, 1), padding="SAME",
+                                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))),
 }
 
 
 def test_few_channel_and_winograd_paths_are_taken_where_they_apply_only():
     """The cases above cover every path: the stride-1 convolutions with C_in · window <= 9 run as
-    K multiply-adds, the wide 3×3 ones with even H, W as Winograd products (no convolution in the
-    program for either), the others as XLA convolutions."""
+    K multiply-adds, the wide 3×3 ones on small maps with even H, W as Winograd products (no
+    convolution in the program for either), the others as XLA convolutions."""
     def convs(case):
         lhs_shape, rhs_shape, kw = CASES[case]
         f = lambda l, r: conv.conv_general_dilated(l, r, **kw)
