@@ -104,12 +104,16 @@ FEW_CHANNELS_MAX_K = 9  # C_in · window size up to which a stride-1 convolution
 # (27, the RGB 3×3 stem, made CIFAR PGD-10 slower: 25.6 → 32.1 s; docs/attack_speed.md)
 
 
+def _plain(strides, lhs_dilation, rhs_dilation, precision, preferred) -> bool:
+    """Stride 1, no dilation, default precision and output type: what the hand-written paths cover."""
+    ones = lambda d: d is None or all(int(v) == 1 for v in d)
+    return ones(strides) and ones(lhs_dilation) and ones(rhs_dilation) and precision is None and preferred is None
+
+
 def _few_channels_applies(lhs, rhs, dn, strides, lhs_dilation, rhs_dilation, precision, preferred) -> bool:
     """A grey-image stem (1×3×3 inputs per output): XLA CPU's convolution kernels are slow there."""
-    ones = lambda d: d is None or all(int(v) == 1 for v in d)
     k = rhs.shape[dn.rhs_spec[1]] * math.prod(rhs.shape[a] for a in dn.rhs_spec[2:])
-    return (k <= FEW_CHANNELS_MAX_K and ones(strides) and ones(lhs_dilation) and ones(rhs_dilation)
-            and precision is None and preferred is None)
+    return k <= FEW_CHANNELS_MAX_K and _plain(strides, lhs_dilation, rhs_dilation, precision, preferred)
 
 
 def _explicit_pads(lhs, rhs, dn, padding):
@@ -192,17 +196,17 @@ WINOGRAD_MAX_PIXELS = 64  # ... on feature maps of at most 8×8 pixels: where it
 
 # Lavin & Gray (2016): Y = Aᵀ[(G W Gᵀ) ⊙ (Bᵀ d B)]A per 4×4 input tile d → 2×2 output tile.
 _WINOGRAD_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
-_NHWC_HWIO = (lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2)))
+_NHWC_HWIO = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
 
 
 def _winograd_applies(lhs, rhs, dn, strides, padding, lhs_dilation, rhs_dilation, precision, preferred) -> bool:
-    ones = lambda d: d is None or all(int(v) == 1 for v in d)
+    """A wide SAME 3×3 convolution on a small NHWC map with even sides (:data:`WINOGRAD_MIN_CHANNELS`, ...)."""
     if tuple(dn) != tuple(_NHWC_HWIO) or lhs.ndim != 4 or tuple(rhs.shape[:2]) != (3, 3):
         return False
     pads = padding == "SAME" if isinstance(padding, str) else (
         tuple(tuple(int(v) for v in p) for p in padding) == ((1, 1), (1, 1)))
-    return (pads and ones(strides) and ones(lhs_dilation) and ones(rhs_dilation) and precision is None
-            and preferred is None and lhs.shape[1] % 2 == 0 and lhs.shape[2] % 2 == 0
+    return (pads and _plain(strides, lhs_dilation, rhs_dilation, precision, preferred)
+            and lhs.shape[1] % 2 == 0 and lhs.shape[2] % 2 == 0
             and lhs.shape[1] * lhs.shape[2] <= WINOGRAD_MAX_PIXELS
             and min(rhs.shape[2], rhs.shape[3]) >= WINOGRAD_MIN_CHANNELS)
 
