@@ -46,7 +46,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     VGG-11's 8×8 and 4×4 layers) run as Winograd F(2×2, 3×3),
     16 matrix products instead of the 36 multiplications per 2×2 output tile
     (:func:`winograd_conv`; values agree to float rounding, ~4e-6 in float32 on unit-scale data).
-    Reverse mode only: ``jax.jvp`` through it raises (jsnn uses no forward mode).
+    The few-channel and Winograd paths are taken on the CPU backend only (``jax.default_backend()``
+    when traced): they were measured against XLA CPU's kernels, and a GPU's convolution libraries
+    have their own. Reverse mode only: ``jax.jvp`` through it raises (jsnn uses no forward mode).
 
     Args and returns: as ``lax.conv_general_dilated``.
 
@@ -69,6 +71,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
     if feature_group_count != 1 or batch_group_count != 1:
         return conv(lhs, rhs, dimension_numbers=dn)
+    if jax.default_backend() != "cpu":  # GPU/TPU: the backend's own convolutions (cuDNN has its Winograd)
+        return _conv_canonical_transpose(conv, dn, lhs, rhs)
     if _few_channels_applies(lhs, rhs, dn, window_strides, lhs_dilation, rhs_dilation, precision,
                              preferred_element_type):
         return _few_channels_conv(conv, _explicit_pads(lhs, rhs, dn, padding), dn, lhs, rhs)

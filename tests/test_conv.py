@@ -51,17 +51,26 @@ CASES = {
 }
 
 
+def _convolutions_in(case) -> int:
+    """How many convolutions the lowered program of ``CASES[case]`` holds."""
+    lhs_shape, rhs_shape, kw = CASES[case]
+    f = lambda l, r: conv.conv_general_dilated(l, r, **kw)
+    return jax.jit(f).lower(jnp.ones(lhs_shape), jnp.ones(rhs_shape)).as_text().count("convolution")
+
+
 def test_few_channel_and_winograd_paths_are_taken_where_they_apply_only():
     """The cases above cover every path: the stride-1 convolutions with C_in · window <= 9 run as
     K multiply-adds, the wide 3×3 ones on small maps with even H, W as Winograd products (no
     convolution in the program for either), the others as XLA convolutions."""
-    def convs(case):
-        lhs_shape, rhs_shape, kw = CASES[case]
-        f = lambda l, r: conv.conv_general_dilated(l, r, **kw)
-        return jax.jit(f).lower(jnp.ones(lhs_shape), jnp.ones(rhs_shape)).as_text().count("convolution")
-    patch = {c for c in CASES if convs(c) == 0}
+    patch = {c for c in CASES if _convolutions_in(c) == 0}
     assert patch == {"patch_nchw_explicit_pad", "patch_1x1_valid", "patch_grey_same", "winograd_same",
                      "winograd_explicit_pad"}, patch
+
+
+def test_hand_written_paths_are_taken_on_the_cpu_backend_only(monkeypatch):
+    """On a GPU or TPU backend every convolution stays the backend's own (cuDNN has its own Winograd)."""
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert all(_convolutions_in(c) > 0 for c in ("patch_grey_same", "winograd_same")), "a hand-written path on gpu"
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
