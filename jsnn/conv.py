@@ -42,8 +42,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     digits model 26.1 → 24.2 ms per step (idle 2-core AMD EPYC; ``docs/attack_speed.md``). The same sum
     in another order: values agree to float rounding, not bit for bit.
     Wide 3×3 convolutions on small maps (NHWC/HWIO, stride 1, padding 1, even H and W, H·W ≤
-    :data:`WINOGRAD_MAX_PIXELS` = 256, ``C_in`` and ``C_out ≥`` :data:`WINOGRAD_MIN_CHANNELS` = 256:
-    VGG-11's 8×8 and 4×4 layers, ResNet-19's 16×16 and 8×8 stages) run as Winograd F(2×2, 3×3),
+    :data:`WINOGRAD_MAX_PIXELS` = 64, ``C_in`` and ``C_out ≥`` :data:`WINOGRAD_MIN_CHANNELS` = 256:
+    VGG-11's 8×8 and 4×4 layers) run as Winograd F(2×2, 3×3),
     16 matrix products instead of the 36 multiplications per 2×2 output tile
     (:func:`winograd_conv`; values agree to float rounding, ~4e-6 in float32 on unit-scale data).
     The few-channel and Winograd paths are taken on the CPU backend only (``jax.default_backend()``
@@ -194,9 +194,10 @@ _few_channels_conv.defvjp(_few_fwd, _few_bwd)
 # --------------------------------------------------------------------------- Winograd F(2×2, 3×3)
 
 WINOGRAD_MIN_CHANNELS = 256  # C_in and C_out from which a 3×3 convolution runs as Winograd F(2×2, 3×3) ...
-WINOGRAD_MAX_PIXELS = 256  # ... on feature maps of at most 16×16 pixels: where it was measured to win
-# (bench/winograd.py, docs/attack_speed.md: forward+backward 1.3–1.4× at 16×16, 8×8 and 4×4 with
-# 256–512 channels; no gain or slower at 16×16 with 64–128 input channels and at 32×32 with 128)
+WINOGRAD_MAX_PIXELS = 64  # ... on feature maps of at most 8×8 pixels: where it was measured to win
+# (bench/winograd.py, docs/attack_speed.md: forward+backward 1.3–1.4× at 8×8 and 4×4 with 256–512
+# channels; slower at 16×16 with 64–128 input channels; 1.3× isolated at 16×16 with 256, but no gain
+# in ResNet-19's training step, with 3 s more compilation)
 
 # Lavin & Gray (2016): Y = Aᵀ[(G W Gᵀ) ⊙ (Bᵀ d B)]A per 4×4 input tile d → 2×2 output tile.
 _WINOGRAD_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
