@@ -12,8 +12,12 @@ reverse recursion (``g`` the surrogate derivative at ``H_t − V_th``, ``Ṽ_t =
 
 Autodiff of ``lax.scan`` computes the same sums but keeps every intermediate of each step and runs
 the transposed step's many small ops; this backward keeps only ``H`` (one array of the layer's
-size per step) and runs one fused elementwise body per step. The forward is the neuron's own step
-function (the same floats as :func:`jsnn.neuron.scan`); the backward differs from autodiff's by
+size per step) and runs one fused elementwise body per step. Both loops carry the one array they
+output (``H_{t−1}``, from which the step recomputes the reset ``V_{t−1}``; ``Ĥ_{t+1}``), and ``S``, ``V``
+and ``X̄ = b·Ĥ`` are computed from it after the loop, over the whole array: XLA CPU ran each further
+carried or stacked value of a step as a fusion of its own, re-reading ``X_t`` and ``V`` on one thread
+(LIF ``[128, 64, 1024]``: see docs/attack_speed.md). The forward is the neuron's own charge and
+fire functions (the same floats as :func:`jsnn.neuron.scan`); the backward differs from autodiff's by
 floating-point reassociation only (tests/test_bptt.py: float64 against ``jax.vjp`` of the scan
 for every kind, reset and surrogate, first and second order). Reverse mode only (``jax.jvp``
 through it raises). :func:`jsnn.neuron.run` uses it for ``gradient="bptt"`` with a rolled loop.
@@ -50,37 +54,45 @@ class Linear(NamedTuple):
     detach_reset: bool
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def scan(step: Callable, lin: Linear, x_seq, v0, surrogate):
-    """``(S, H, V)`` ``[T, ...]`` of ``step`` over time-major ``x_seq`` from ``v0``, with the BPTT above.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def scan(charge: Callable, fire: Callable, lin: Linear, x_seq, v0, surrogate):
+    """``(S, H, V)`` ``[T, ...]`` of the neuron over time-major ``x_seq`` from ``v0``, with the BPTT above.
 
-    ``step(v, x_t) -> (v_next, Trace_t)`` is the neuron's step (:func:`jsnn.neuron.make_step`) and
-    must charge linearly with ``lin``'s partials; ``surrogate`` is the one it fires with (data).
+    ``charge(v, x_t) -> h`` and ``fire(h) -> (v_next, s)`` are the neuron's (:func:`jsnn.neuron.make_step`
+    composes the same two); the charge must be linear with ``lin``'s partials; ``surrogate`` is the one
+    it fires with (data).
     """
-    return _forward(step, x_seq, v0)
+    return _forward(charge, fire, x_seq, v0)
 
 
-def _forward(step, x_seq, v0):
-    _, tr = jax.lax.scan(step, v0, x_seq)
-    return tr.spikes, tr.h, tr.v
+def _forward(charge, fire, x_seq, v0):
+    """``H`` from a loop whose carry is ``H_{t−1}`` (``V_{t−1} = fire(H_{t−1})``, ``v0`` at t = 0), then ``V, S``."""
+    def body(carry, x):
+        h_prev, first = carry
+        h = charge(jnp.where(first, v0, fire(h_prev)[0]), x)
+        return (h, jnp.zeros_like(first)), h
+
+    _, h = jax.lax.scan(body, (jnp.zeros_like(v0), jnp.ones((), bool)), x_seq)
+    v, s = fire(h)
+    return s, h, v
 
 
-def _scan_fwd(step, lin, x_seq, v0, surrogate):
-    s, h, v = _forward(step, x_seq, v0)
+def _scan_fwd(charge, fire, lin, x_seq, v0, surrogate):
+    s, h, v = _forward(charge, fire, x_seq, v0)
     return (s, h, v), (h, surrogate)
 
 
-def _scan_bwd(step, lin, res, cts):
+def _scan_bwd(charge, fire, lin, res, cts):
     h_seq, surrogate = res
     gs_seq, gh_seq, gv_seq = cts
     dt = h_seq.dtype
     a, b, vth = (jnp.asarray(c, dt) for c in (lin.a, lin.b, lin.v_threshold))
 
-    def body(carry, xs):
+    def body(hbar_next, xs):
         h, gs, gh, gv = xs
         u = h - vth
         g = surrogate_lib.derivative(u, surrogate)
-        vbar = gv + carry
+        vbar = gv + a * hbar_next
         if lin.v_reset is None:
             dv_dh, dv_ds = jnp.ones_like(h), -vth
         else:
@@ -88,10 +100,10 @@ def _scan_bwd(step, lin, res, cts):
             dv_dh, dv_ds = 1.0 - s, jnp.asarray(lin.v_reset, dt) - h
         sbar = gs if lin.detach_reset else gs + vbar * dv_ds
         hbar = gh + vbar * dv_dh + sbar * g
-        return a * hbar, b * hbar
+        return hbar, hbar
 
-    v0bar, xbar = jax.lax.scan(body, jnp.zeros_like(h_seq[0]), (h_seq, gs_seq, gh_seq, gv_seq), reverse=True)
-    return xbar, v0bar, jax.tree.map(surrogate_lib._float0_like, surrogate)
+    _, hbar = jax.lax.scan(body, jnp.zeros_like(h_seq[0]), (h_seq, gs_seq, gh_seq, gv_seq), reverse=True)
+    return b * hbar, a * hbar[0], jax.tree.map(surrogate_lib._float0_like, surrogate)
 
 
 scan.defvjp(_scan_fwd, _scan_bwd)

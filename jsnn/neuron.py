@@ -402,7 +402,9 @@ def run(cfg: NeuronConfig, x_seq, *, gain=None, surrogate: Optional[Surrogate] =
     # batch-major model layers (time_axis=1) keep the unrolled loop for small T (no transposes there).
     fused = (not _unrolled(T, cfg.unroll) or (time_axis == 0 and cfg.unroll is None)) if cfg.fused is None else cfg.fused
     if cfg.gradient == "bptt" and lin is not None and fused:
-        s_seq, h_seq, v_seq = bptt.scan(step, lin, jnp.moveaxis(x_seq, time_axis, 0), v0, surrogate)
+        fire = functools.partial(fire_and_reset, v_threshold=cfg.v_threshold, v_reset=cfg.v_reset,
+                                 detach_reset=cfg.detach_reset, surrogate=surrogate)
+        s_seq, h_seq, v_seq = bptt.scan(charge, fire, lin, jnp.moveaxis(x_seq, time_axis, 0), v0, surrogate)
         trace = Trace(*(jnp.moveaxis(a, 0, time_axis) for a in (s_seq, h_seq, v_seq)))
     else:
         trace = scan(step, x_seq, v0, remat=cfg.remat, gradient=cfg.gradient, return_trace=True, unroll=cfg.unroll,

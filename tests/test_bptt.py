@@ -82,11 +82,14 @@ def test_batch_major_time_axis_and_v0_cotangent():
     g2 = jax.grad(lambda x: _loss(cfg._replace(fused=False), x, w, time_axis=1))(x)
     chex.assert_trees_all_close(g1, g2, rtol=1e-12, atol=1e-12)
     # the initial state's cotangent, directly on bptt.scan (run() starts from the constant V_reset)
-    lin = neuron._linear_charge(cfg)
-    step = neuron.make_step(lambda v, x: neuron.lif_charge(v, x, tau=2.0, v_reset=0.0, decay_input=True),
-                            v_threshold=1.0, v_reset=0.0, detach_reset=False, surrogate=surrogate_lib.sigmoid(4.0))
-    xt, v0 = _inputs((9, 4), 2), _inputs((4,), 3) - 0.6
-    f1 = lambda x, v: bptt.scan(step, lin, x, v, surrogate_lib.sigmoid(4.0))[0].sum()
+    lin, surrogate = neuron._linear_charge(cfg), surrogate_lib.sigmoid(4.0)
+    charge = lambda v, x: neuron.lif_charge(v, x, tau=2.0, v_reset=0.0, decay_input=True)
+    fire = lambda h: neuron.fire_and_reset(h, v_threshold=1.0, v_reset=0.0, detach_reset=False, surrogate=surrogate)
+    step = neuron.make_step(charge, v_threshold=1.0, v_reset=0.0, detach_reset=False, surrogate=surrogate)
+    xt, v0 = _inputs((9, 4), 2), (_inputs((4,), 3) - 0.6).at[0].set(1.3)  # one start above the threshold
+    for ours, ref in zip(bptt.scan(charge, fire, lin, xt, v0, surrogate), jax.lax.scan(step, v0, xt)[1]):
+        assert bool((ours == ref).all())  # the same forward floats (S, H, V)
+    f1 = lambda x, v: bptt.scan(charge, fire, lin, x, v, surrogate)[0].sum()
     f2 = lambda x, v: jax.lax.scan(step, v, x)[1].spikes.sum()
     chex.assert_trees_all_close(jax.grad(f1, (0, 1))(xt, v0), jax.grad(f2, (0, 1))(xt, v0), rtol=1e-12, atol=1e-12)
 
