@@ -198,14 +198,18 @@ def fire_and_reset(h, *, v_threshold: float, v_reset: Optional[float], detach_re
     return v, s
 
 
-def make_step(charge: Callable, *, v_threshold: float, v_reset: Optional[float],
-              detach_reset: bool, surrogate: Surrogate):
-    """Single-step function ``(v, x_t) -> (v_next, Trace_t)`` that ``lax.scan`` runs."""
+def make_fire(cfg: "NeuronConfig", surrogate: Surrogate) -> Callable:
+    """``fire(h) -> (v_next, s)``: :func:`fire_and_reset` with ``cfg``'s threshold and reset."""
+    return functools.partial(fire_and_reset, v_threshold=cfg.v_threshold, v_reset=cfg.v_reset,
+                             detach_reset=cfg.detach_reset, surrogate=surrogate)
+
+
+def make_step(charge: Callable, fire: Callable):
+    """Single-step function ``(v, x_t) -> (v_next, Trace_t)`` that ``lax.scan`` runs: charge, then fire."""
 
     def step(v, x):
         h = charge(v, x)
-        v_next, s = fire_and_reset(h, v_threshold=v_threshold, v_reset=v_reset,
-                                   detach_reset=detach_reset, surrogate=surrogate)
+        v_next, s = fire(h)
         return v_next, Trace(s, h, v_next)
 
     return step
@@ -393,8 +397,8 @@ def run(cfg: NeuronConfig, x_seq, *, gain=None, surrogate: Optional[Surrogate] =
     else:
         charge = lambda v, x: leaky_charge(v, x, leak=cfg.leak)
     surrogate = default_surrogate(cfg) if surrogate is None else surrogate
-    step = make_step(charge, v_threshold=cfg.v_threshold, v_reset=cfg.v_reset, detach_reset=cfg.detach_reset,
-                     surrogate=surrogate)
+    fire = make_fire(cfg, surrogate)
+    step = make_step(charge, fire)
     state_shape = x_seq.shape[:time_axis] + x_seq.shape[time_axis + 1:]
     v0 = jnp.full(state_shape, 0.0 if cfg.v_reset is None else cfg.v_reset, x_seq.dtype)
     lin = _linear_charge(cfg)
@@ -402,8 +406,6 @@ def run(cfg: NeuronConfig, x_seq, *, gain=None, surrogate: Optional[Surrogate] =
     # batch-major model layers (time_axis=1) keep the unrolled loop for small T (no transposes there).
     fused = (not _unrolled(T, cfg.unroll) or (time_axis == 0 and cfg.unroll is None)) if cfg.fused is None else cfg.fused
     if cfg.gradient == "bptt" and lin is not None and fused:
-        fire = functools.partial(fire_and_reset, v_threshold=cfg.v_threshold, v_reset=cfg.v_reset,
-                                 detach_reset=cfg.detach_reset, surrogate=surrogate)
         s_seq, h_seq, v_seq = bptt.scan(charge, fire, lin, jnp.moveaxis(x_seq, time_axis, 0), v0, surrogate)
         trace = Trace(*(jnp.moveaxis(a, 0, time_axis) for a in (s_seq, h_seq, v_seq)))
     else:

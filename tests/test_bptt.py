@@ -85,7 +85,7 @@ def test_batch_major_time_axis_and_v0_cotangent():
     lin, surrogate = neuron._linear_charge(cfg), surrogate_lib.sigmoid(4.0)
     charge = lambda v, x: neuron.lif_charge(v, x, tau=2.0, v_reset=0.0, decay_input=True)
     fire = lambda h: neuron.fire_and_reset(h, v_threshold=1.0, v_reset=0.0, detach_reset=False, surrogate=surrogate)
-    step = neuron.make_step(charge, v_threshold=1.0, v_reset=0.0, detach_reset=False, surrogate=surrogate)
+    step = neuron.make_step(charge, fire)
     xt, v0 = _inputs((9, 4), 2), (_inputs((4,), 3) - 0.6).at[0].set(1.3)  # one start above the threshold
     for ours, ref in zip(bptt.scan(charge, fire, lin, xt, v0, surrogate), jax.lax.scan(step, v0, xt)[1]):
         assert bool((ours == ref).all())  # the same forward floats (S, H, V)

@@ -238,8 +238,7 @@ def run_per_step(cfg: neuron.NeuronConfig, current, surrogate: Surrogate) -> neu
 
     def step(v, xs):
         x_t, w_t = xs
-        return neuron.make_step(charge, v_threshold=cfg.v_threshold, v_reset=cfg.v_reset,
-                                detach_reset=cfg.detach_reset, surrogate=Surrogate(kind, w_t))(v, x_t)
+        return neuron.make_step(charge, neuron.make_fire(cfg, Surrogate(kind, w_t)))(v, x_t)
 
     v0 = jnp.full(current.shape[1:], 0.0 if cfg.v_reset is None else cfg.v_reset, current.dtype)
     trace = neuron.scan(step, (current, widths), v0, remat=cfg.remat, return_trace=True, unroll=cfg.unroll)
