@@ -7,7 +7,8 @@
 XLA's convolution as ``jsnn.conv`` runs it with the Winograd path off, on every shape given (whether
 or not ``jsnn.conv`` would take the Winograd path there). Prints the largest difference to
 ``lax.conv_general_dilated`` and forward / forward+backward medians of both; the shapes where it
-wins set ``jsnn.conv.WINOGRAD_MIN_CHANNELS`` (docs/attack_speed.md, 2026-12-07).
+wins set ``jsnn.conv.WINOGRAD_MIN_CHANNELS`` and ``WINOGRAD_MAX_PIXELS`` (docs/attack_speed.md,
+2026-12-07 and 2026-12-07/08).
 """
 
 from __future__ import annotations
