@@ -24,12 +24,12 @@ import jax.numpy as jnp
 from jax import lax
 
 from jsnn import encoding, neuron
-from jsnn.conv import conv_general_dilated
+from jsnn.conv import conv_general_dilated, dense_dot_general
 from jsnn.neuron import DLIF, IF, LIF, NeuronConfig
 from jsnn.surrogate import Surrogate
 
 # The neuron presets live with their dynamics in jsnn.neuron; re-exported for model code.
-__all__ = ["DLIF", "IF", "LIF", "NeuronConfig", "SpikingNeuron", "Conv", "Encoder", "EncoderConfig", "Normalize",
+__all__ = ["DLIF", "IF", "LIF", "NeuronConfig", "SpikingNeuron", "Conv", "Dense", "Encoder", "EncoderConfig", "Normalize",
            "BatchNorm", "attack_surrogate", "avg_pool", "batch_norm", "merge_time", "neuron_override", "split_time",
            "sum_pool",
            "time_average"]
@@ -238,6 +238,8 @@ class Normalize(nn.Module):
 
 Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
 Conv.__doc__ = """``flax.linen.Conv`` running :func:`conv_general_dilated` (same parameters; values as flax's to float rounding)."""
+Dense = functools.partial(nn.Dense, dot_general=dense_dot_general)
+Dense.__doc__ = """``flax.linen.Dense`` running :func:`jsnn.conv.dense_dot_general` (same parameters and forward values)."""
 
 
 def _tiled_window_sum(x, window_shape, strides, padding):

@@ -140,3 +140,70 @@ def test_input_gradient_inside_a_loop_compiles_to_canonical_convolutions(monkeyp
     monkeypatch.setattr(small, "Conv", nn.Conv)  # flax's own (lax.conv_general_dilated)
     plain = _kernel_labels(loop_hlo())
     assert plain - {"01io"}, f"XLA now canonicalizes convolutions inside loops ({plain}): layers.Conv may go"
+
+
+# ----------------------------------------------------------------------------- dense
+
+
+def _dense_path_taken(lhs_shape, rhs_shape, dims=None) -> bool:
+    """Whether ``dense_dot_general`` lowers with its barrier (its hand-written backward)."""
+    dims = dims or (((len(lhs_shape) - 1,), (0,)), ((), ()))
+    f = lambda x, w, g: jax.vjp(lambda x, w: conv.dense_dot_general(x, w, dims), x, w)[1](g)
+    out = jax.eval_shape(lambda x, w: lax.dot_general(x, w, dims), jnp.ones(lhs_shape), jnp.ones(rhs_shape))
+    text = jax.jit(f).lower(jnp.ones(lhs_shape), jnp.ones(rhs_shape), jnp.ones(out.shape)).as_text()
+    return "optimization_barrier" in text
+
+
+def test_dense_path_is_taken_for_large_kernels_on_the_cpu_only(monkeypatch):
+    big = (conv.DENSE_MIN_WEIGHTS // 256, 256)
+    assert _dense_path_taken((4, big[0]), big)
+    assert _dense_path_taken((2, 3, big[0]), big)  # leading batch axes
+    assert not _dense_path_taken((4, 64), (64, 32))  # small kernel: lax's product
+    assert not _dense_path_taken((big[1], 4), big, (((0,), (1,)), ((), ())))  # other dimension numbers
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert not _dense_path_taken((4, big[0]), big)
+
+
+@pytest.mark.parametrize("lhs_shape", [(5, 1024), (2, 3, 1024)])
+def test_dense_values_gradients_and_second_order_are_lax(lhs_shape, monkeypatch):
+    """Forward, input and kernel gradients and the gradient of the input gradient's norm (SR's double
+    backward) equal lax.dot_general's (float64), with the hand-written backward taken."""
+    monkeypatch.setattr(conv, "DENSE_MIN_WEIGHTS", 1024 * 48)
+    jax.config.update("jax_enable_x64", True)
+    try:
+        k1, k2, k3 = jax.random.split(jax.random.key(1), 3)
+        x = jax.random.normal(k1, lhs_shape, jnp.float64)
+        w = jax.random.normal(k2, (1024, 48), jnp.float64) / 32
+        probe = jax.random.normal(k3, lhs_shape[:-1] + (48,), jnp.float64)
+        dims = (((len(lhs_shape) - 1,), (0,)), ((), ()))
+        assert _dense_path_taken(lhs_shape, w.shape)
+
+        def loss(dot):
+            return lambda x, w: jnp.sum(jnp.tanh(dot(x, w, dims)) * probe)
+
+        def penalty(dot):  # ‖∇ₓ loss‖² as a function of w
+            return lambda w: jnp.sum(jax.grad(loss(dot))(x, w) ** 2)
+
+        ours = jax.value_and_grad(loss(conv.dense_dot_general), argnums=(0, 1))(x, w)
+        ref = jax.value_and_grad(loss(lax.dot_general), argnums=(0, 1))(x, w)
+        np.testing.assert_allclose(ours[0], ref[0], rtol=1e-13)
+        for a, b in zip(ours[1], ref[1]):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+        second = jax.grad(penalty(conv.dense_dot_general))(w), jax.grad(penalty(lax.dot_general))(w)
+        np.testing.assert_allclose(*second, rtol=1e-11, atol=1e-13)
+        assert float(jnp.abs(second[0]).max()) > 0
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+def test_models_run_the_dense_layer():
+    """Every model's dense layer is jsnn.layers.Dense (flax's, same parameter names) with the dense product."""
+    model = small.DigitsConv(T=2)
+    x = jnp.zeros((2, 8, 8, 1))
+    v = jax.eval_shape(model.init, jax.random.key(0), x)
+    assert {"Dense_0", "Dense_1"} <= set(v["params"])
+    assert layers.Dense.func is nn.Dense and layers.Dense.keywords == {"dot_general": conv.dense_dot_general}
+    import inspect
+    from jsnn.models import resnet, sequential, vgg, wrappers
+    for module in (small, vgg, resnet, sequential, wrappers):
+        assert "nn.Dense(" not in inspect.getsource(module), module.__name__

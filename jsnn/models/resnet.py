@@ -40,7 +40,7 @@ from typing import Optional, Sequence, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jsnn.layers import Conv, SpikingNeuron, batch_norm, time_average
+from jsnn.layers import Conv, Dense, SpikingNeuron, batch_norm, time_average
 from jsnn.models.base import SpikingModel
 from jsnn.models.stem import encode_first
 from jsnn.neuron import NeuronConfig
@@ -165,7 +165,7 @@ class WideResNet(SpikingModel):
                               name=f"group{g + 1}_block{i}")(h, train)
         h = SpikingNeuron(self.T, self.neuron)(batch_norm(train)(h))
         h = global_avg_pool(h)
-        logits = nn.Dense(self.num_classes, kernel_init=DENSE_INIT)(h)
+        logits = Dense(self.num_classes, kernel_init=DENSE_INIT)(h)
         return time_average(logits, self.T)
 
 
@@ -232,7 +232,7 @@ class SpikingResNet(SpikingModel):
         h = global_avg_pool(h)
         for f in self.hidden:
             h = spiking_dense(h, f, T=self.T, neuron=self.neuron, train=train)
-        logits = nn.Dense(self.num_classes, kernel_init=DENSE_INIT)(h)
+        logits = Dense(self.num_classes, kernel_init=DENSE_INIT)(h)
         return time_average(logits, self.T)
 
 
@@ -354,7 +354,7 @@ class SEWResNet(SpikingModel):
                 h = SEWBlock(width, stride, self.T, self.neuron, self.connect,
                              name=f"layer{s + 1}_block{i}")(h, train)
         h = global_avg_pool(h)
-        logits = nn.Dense(self.num_classes, kernel_init=DENSE_INIT)(h)
+        logits = Dense(self.num_classes, kernel_init=DENSE_INIT)(h)
         return time_average(logits, self.T)
 
 

@@ -40,7 +40,7 @@ from typing import Any, Dict, Mapping, Sequence, Tuple
 
 import flax.linen as nn
 
-from jsnn.layers import Conv, Encoder, EncoderConfig, Normalize, SpikingNeuron, avg_pool, sum_pool, time_average
+from jsnn.layers import Conv, Dense, Encoder, EncoderConfig, Normalize, SpikingNeuron, avg_pool, sum_pool, time_average
 from jsnn.models.base import SpikingModel
 from jsnn.neuron import LIF, NeuronConfig
 
@@ -144,7 +144,7 @@ class SequentialSNN(SpikingModel):
                          kernel_dilation=tuple(d["dilation"]), feature_group_count=d["groups"],
                          use_bias=d["bias"], name=name)(h)
             elif kind == "dense":
-                h = nn.Dense(d["features"], use_bias=d["bias"], name=name)(h)
+                h = Dense(d["features"], use_bias=d["bias"], name=name)(h)
             elif kind == "avg_pool":
                 h = avg_pool(h, d["window"], d["strides"], padding=d["padding"])
             elif kind == "sum_pool":

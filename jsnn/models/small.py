@@ -18,7 +18,7 @@ from typing import Sequence
 
 import flax.linen as nn
 
-from jsnn.layers import Conv, SpikingNeuron, avg_pool, batch_norm, time_average
+from jsnn.layers import Conv, Dense, SpikingNeuron, avg_pool, batch_norm, time_average
 from jsnn.models.base import SpikingModel
 from jsnn.models.stem import encode_first
 
@@ -54,10 +54,10 @@ class SpikingConvNet(SpikingModel):
             h = SpikingNeuron(self.T, self.neuron)(h)
         h = avg_pool(h, (2, 2))
         h = h.reshape((h.shape[0], -1))
-        h = nn.Dense(self.hidden, use_bias=False)(h)
+        h = Dense(self.hidden, use_bias=False)(h)
         h = batch_norm(train)(h)
         h = SpikingNeuron(self.T, self.neuron)(h)
-        logits = nn.Dense(self.num_classes)(h)
+        logits = Dense(self.num_classes)(h)
         return time_average(logits, self.T)
 
 
@@ -78,7 +78,7 @@ class SpikingMLP(SpikingModel):
     @nn.compact
     def __call__(self, x, train: bool = False):
         self.check_input(x)
-        dense = lambda f: nn.Dense(f, use_bias=False)
+        dense = lambda f: Dense(f, use_bias=False)
         flat = lambda a: a.reshape((a.shape[0], -1))
         h = None if self.hidden else flat(encode_first(self, x, lambda a: a))
         for i, f in enumerate(self.hidden):
@@ -88,7 +88,7 @@ class SpikingMLP(SpikingModel):
                 h = dense(f)(h)
             h = batch_norm(train)(h)
             h = SpikingNeuron(self.T, self.neuron)(h)
-        logits = nn.Dense(self.num_classes)(h)
+        logits = Dense(self.num_classes)(h)
         return time_average(logits, self.T)
 
 

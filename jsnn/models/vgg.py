@@ -33,7 +33,7 @@ from typing import Sequence, Union
 
 import flax.linen as nn
 
-from jsnn.layers import Conv, SpikingNeuron, avg_pool, batch_norm, time_average
+from jsnn.layers import Conv, Dense, SpikingNeuron, avg_pool, batch_norm, time_average
 from jsnn.models.base import SpikingModel
 from jsnn.models.stem import encode_first
 from jsnn.neuron import NeuronConfig
@@ -82,7 +82,7 @@ def spiking_dense(h, features: int, *, T: int, neuron: NeuronConfig, train: bool
     Dropout (rng ``"dropout"``) is active only when ``train`` and ``dropout > 0``; the mask is
     drawn independently per merged T·B row, as ``nn.Dropout`` on merged time in the papers' code.
     """
-    h = nn.Dense(features, use_bias=not use_batch_norm, kernel_init=DENSE_INIT)(h)
+    h = Dense(features, use_bias=not use_batch_norm, kernel_init=DENSE_INIT)(h)
     if use_batch_norm:
         h = batch_norm(train)(h)
     h = SpikingNeuron(T, neuron)(h)
@@ -143,7 +143,7 @@ class SpikingVGG(SpikingModel):
         for f in self.hidden:
             h = spiking_dense(h, f, T=self.T, neuron=self.neuron, train=train, dropout=rate,
                               use_batch_norm=self.fc_batch_norm)
-        logits = nn.Dense(self.num_classes, kernel_init=DENSE_INIT)(h)
+        logits = Dense(self.num_classes, kernel_init=DENSE_INIT)(h)
         return time_average(logits, self.T)
 
 

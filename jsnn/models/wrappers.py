@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jsnn.config import check_int
-from jsnn.layers import EncoderConfig, SpikingNeuron
+from jsnn.layers import Dense, EncoderConfig, SpikingNeuron
 from jsnn.models.base import SpikingModel
 from jsnn.models.registry import MODELS, register
 
@@ -171,7 +171,7 @@ class FeatureVarianceNet(SpikingModel):
         h = net(x, train=train)
         mu, s = jnp.split(h, 2, axis=-1)
         z = StochasticFeatures(self.min_sigma, name="features")(mu, s)
-        head = UnitNormDense(self.num_classes, name="classifier") if self.unit_norm else nn.Dense(
+        head = UnitNormDense(self.num_classes, name="classifier") if self.unit_norm else Dense(
             self.num_classes, name="classifier")
         return head(z)
 
