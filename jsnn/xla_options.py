@@ -2,16 +2,13 @@
 
 Two defaults: an XLA flag, and glibc malloc thresholds for the buffers XLA CPU allocates.
 
-``--xla_cpu_experimental_ynn_fusion_type=reduce`` (YNNPACK library fusions for reductions only).
-jaxlib 0.10's XLA CPU hands convolutions, dots, reductions and elementwise fusions to YNNPACK; on a
-2-core x86 CPU its convolutions and fusions ran on one core, while XLA's own (Eigen) kernels use
-every core. A 3×3 conv 32→64 channels on ``[256, 8, 8, 32]`` (the digits model's second layer,
-T·B = 256): forward 6.9 → 3.9 ms, input gradient 7.8 → 4.4 ms, weight gradient 14.9 → 6.1 ms; the
-digits training step 43 → 28–33 ms (idle 2-core AMD EPYC, 2026-12-02; ``python bench/train_step.py``).
-Reductions stay with YNNPACK: without it XLA rewrites a large reduction into a strided
-``reduce-window`` that runs 6× slower (BatchNorm's batch statistics of ``[128, 32, 32, 64]`` 15.5 →
-2.4 ms; VGG-11 CIFAR training step −4 %, the digits model unchanged; 2026-12-08, ``docs/attack_speed.md``).
-Results change in the last float bits (other kernels, other summation orders), not in any formula.
+``--xla_cpu_experimental_ynn_fusion_type=`` (empty: no YNNPACK library fusions). jaxlib 0.10's XLA
+CPU hands convolutions, dots, reductions and elementwise fusions to YNNPACK; on a 2-core x86 CPU
+those ran on one core, while XLA's own (Eigen) kernels use every core. A 3×3 conv 32→64 channels on
+``[256, 8, 8, 32]`` (the digits model's second layer, T·B = 256): forward 6.9 → 3.9 ms, input
+gradient 7.8 → 4.4 ms, weight gradient 14.9 → 6.1 ms; the digits training step 43 → 28–33 ms
+(idle 2-core AMD EPYC, 2026-12-02; ``python bench/train_step.py``). Results change in the last
+float bits (another convolution kernel), not in any formula.
 
 Rules: the option is appended to ``XLA_FLAGS`` only if (1) ``JSNN_XLA_DEFAULTS`` is not ``0``,
 (2) ``XLA_FLAGS`` does not already name the flag (the user's value wins), (3) the installed
@@ -41,7 +38,7 @@ Example:
     >>> xla_options.malloc_to_set({}, libc="glibc")
     {'M_TRIM_THRESHOLD': 536870912, 'M_MMAP_THRESHOLD': 268435456}
     >>> xla_options.flags_to_add("--xla_dump_to=/tmp/d", jaxlib_version="0.10.2")
-    ['--xla_cpu_experimental_ynn_fusion_type=reduce']
+    ['--xla_cpu_experimental_ynn_fusion_type=']
     >>> xla_options.flags_to_add("--xla_cpu_experimental_ynn_fusion_type=dot", jaxlib_version="0.10.2")
     []
     >>> xla_options.flags_to_add("", jaxlib_version="0.4.30")  # not verified: nothing is set
@@ -55,7 +52,7 @@ import ctypes
 import platform
 from typing import Dict, List, Optional, Tuple
 
-DEFAULT_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=reduce",)
+DEFAULT_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",)
 VERIFIED_JAXLIB = ((0, 10), (0, 11))  # [low, high): jaxlib versions whose XLA knows DEFAULT_FLAGS
 ENV_SWITCH = "JSNN_XLA_DEFAULTS"
 MALLOC_DEFAULTS = {"M_TRIM_THRESHOLD": 512 << 20, "M_MMAP_THRESHOLD": 256 << 20}

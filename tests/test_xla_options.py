@@ -9,7 +9,6 @@ import pytest
 from jsnn import xla_options
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type"
-VALUE = f"{FLAG}=reduce"  # the default: YNNPACK for reductions only
 PROBE = ("import os, jax, jsnn; jax.numpy.ones(1).block_until_ready(); "
          "print(repr(os.environ.get('XLA_FLAGS'))); print(jsnn.xla_options.applied())")
 
@@ -23,8 +22,8 @@ def _probe(code=PROBE, **env_changes):
 
 
 def test_flags_to_add_respects_the_users_flags_and_the_verified_versions():
-    assert xla_options.flags_to_add("", jaxlib_version="0.10.2") == [VALUE]
-    assert xla_options.flags_to_add("--xla_force_host_platform_device_count=2", jaxlib_version="0.10.0rc1") == [VALUE]
+    assert xla_options.flags_to_add("", jaxlib_version="0.10.2") == [f"{FLAG}="]
+    assert xla_options.flags_to_add("--xla_force_host_platform_device_count=2", jaxlib_version="0.10.0rc1") == [f"{FLAG}="]
     assert xla_options.flags_to_add(f"{FLAG}=individual_dot --x=1", jaxlib_version="0.10.2") == []
     for version in ("0.4.30", "0.9.9", "0.11.0", "1.0.0"):  # XLA aborts on a flag it does not know
         assert xla_options.flags_to_add("", jaxlib_version=version) == []
@@ -42,7 +41,7 @@ def test_apply_leaves_an_environment_alone_once_a_backend_started():
                     reason="the installed jaxlib is not one the default flags were verified with")
 def test_import_sets_the_default_unless_the_user_chose():
     flags, applied = _probe()
-    assert flags == repr(VALUE) and applied == repr([VALUE])
+    assert flags == repr(f"{FLAG}=") and applied == repr([f"{FLAG}="])
     flags, applied = _probe(XLA_FLAGS=f"{FLAG}=dot")  # the user's value wins
     assert flags == repr(f"{FLAG}=dot") and applied == "[]"
     flags, applied = _probe(**{xla_options.ENV_SWITCH: "0"})  # switched off
