@@ -277,8 +277,8 @@ def dense_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_ele
 
     XLA CPU's (Eigen) product with a transposed right operand, ``g·Wᵀ`` (W ``[in, out]`` contracted
     on its minor axis), ran 4–5× slower than the same product untransposed when W is large and the
-    batch small: ``[128, 4096]·[8192, 4096]ᵀ`` 246 ms against 49 ms for ``W·gᵀ`` (``[8192, 128]``)
-    and its small transpose; VGG-11's classifier (8192 → 4096 → 4096) is where a CIFAR training step
+    batch small: ``[128, 4096]·[8192, 4096]ᵀ`` 273 ms against 56 ms for ``W·gᵀ`` (``[8192, 128]``)
+    and its small transpose (idle 2-core AMD EPYC, 2026-12-08); VGG-11's classifier (8192 → 4096 → 4096) is where a CIFAR training step
     and attack spend it. XLA folds ``transpose(W·gᵀ)`` back into ``g·Wᵀ``, so the product is
     materialized first (``optimization_barrier``). Taken on the CPU backend for a 2-D kernel of at
     least :data:`DENSE_MIN_WEIGHTS` weights contracted with the last axis of ``x`` (``flax.linen.Dense``'s
